@@ -1,0 +1,140 @@
+"""Reading and writing artifacts, atomically, and hashing them.
+
+Every file is written under a temporary name in its own folder and renamed into
+place, so a crash (even SIGKILL) leaves either the old complete file or the new
+complete file, never half of one. Renames are atomic on POSIX; there is no fsync,
+so the guarantee covers a killed process, not a lost power supply.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+# Bumped when an artifact's layout changes, so older outputs are refused
+# (and rebuilt by a full run) instead of being misread.
+FORMAT_VERSION = 1
+TMP_SUFFIX = ".tmp"
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Delete temporary files a killed run left behind in `folder`."""
+    if folder.is_dir():
+        for leftover in folder.glob(f".*{TMP_SUFFIX}"):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+
+
+def save_arrays(path: Path, **arrays: np.ndarray) -> None:
+    """Save named arrays as an uncompressed .npz, with the format version inside."""
+    buf = io.BytesIO()
+    np.savez(buf, format_version=np.array(FORMAT_VERSION), **arrays)
+    write_bytes(path, buf.getvalue())
+
+
+def _missing(path: Path, producer: str | None) -> PipelineError:
+    hint = f": run `python run.py {producer}` first" if producer else ""
+    return PipelineError(f"{path} is missing{hint}")
+
+
+def load_array(path: Path, producer: str | None = None, mmap: bool = False) -> np.ndarray:
+    """Load a .npy artifact; a missing or unreadable one names the stage to run."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise _missing(path, producer) from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise PipelineError(
+            f"{path} is not a readable array ({exc}): run `python run.py {producer}` again"
+        ) from None
+
+
+def load_arrays(path: Path, producer: str | None = None) -> dict[str, np.ndarray]:
+    """Load a .npz written by save_arrays, checking its format version."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise _missing(path, producer) from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise PipelineError(f"{path} is not a readable .npz ({exc})") from None
+    version = arrays.pop("format_version", None)
+    if version is None or int(version) != FORMAT_VERSION:
+        raise PipelineError(
+            f"{path} was written by an incompatible version (format {version}, "
+            f"expected {FORMAT_VERSION}): run `python run.py {producer or ''} --force`")
+    return arrays
+
+
+def load_json(path: Path, producer: str | None = None) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _missing(path, producer) from None
+    except (ValueError, OSError) as exc:
+        raise PipelineError(f"{path} is not readable JSON ({exc})") from None
+
+
+def file_hash(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_state(path: Path, known: dict | None = None) -> dict:
+    """{"hash", "size", "mtime_ns"} of a file.
+
+    `known` is an earlier state of the same path; when size and mtime still match,
+    its hash is reused instead of reading the file again (as DVC and make do), which
+    is what keeps a run with nothing to do under a second.
+    """
+    st = os.stat(path)
+    if known and known.get("size") == st.st_size and known.get("mtime_ns") == st.st_mtime_ns:
+        return known
+    return {"hash": file_hash(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}

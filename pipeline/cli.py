@@ -1,0 +1,102 @@
+"""The command line: parse arguments, load params, hand over to the runner."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pipeline import artifacts, ingest, params as params_mod, runner
+from pipeline.errors import PipelineError
+from pipeline.stages import STAGES
+
+log = logging.getLogger("pipeline")
+
+USAGE_EPILOG = f"""\
+stages, in order: {' -> '.join(STAGES)}
+commands: status (what is up to date, what is stale and why)
+
+examples:
+  python run.py                          run what is out of date
+  python run.py train predict            just those stages
+  python run.py --set train.epochs=5     override a param for this run
+  python run.py --from preprocess        that stage and every one after it
+"""
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="run.py", description="Kaggle Digit Recognizer: CSVs -> submission.csv.",
+        epilog=USAGE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("targets", nargs="*", metavar="STAGE",
+                        help="stages to run (default: all), or 'status'")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a param, e.g. train.epochs=5 "
+                        "(repeatable; the value is read as YAML)")
+    parser.add_argument("--force", action="store_true", help="run the named stages even if up to date")
+    parser.add_argument("--from", dest="start", metavar="STAGE",
+                        help="run this stage and every stage after it")
+    parser.add_argument("--quiet", action="store_true", help="print only warnings and errors")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return parser.parse_args(argv)
+
+
+class _Format(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        return f"warning: {text}" if record.levelno >= logging.WARNING else text
+
+
+def setup_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_Format())
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+def print_status(params: dict) -> None:
+    width = max(len(name) for name, _ in runner.status(params))
+    for name, st in runner.status(params):
+        print(f"{name:<{width}}  {st.describe()}")
+
+
+def summarize(params: dict) -> None:
+    """The closing lines: validation accuracy and where the submission is."""
+    metrics_path = Path(params["outputs"]) / "train" / "metrics.json"
+    submission = Path(params["outputs"]) / "submission.csv"
+    if metrics_path.exists():
+        acc = artifacts.load_json(metrics_path).get("val_accuracy")
+        if acc is not None:
+            log.info("validation accuracy: %.2f%%", 100 * acc)
+    if submission.exists():
+        log.info("submission: %s", submission)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    setup_logging(args.quiet)
+    try:
+        params = params_mod.load(args.params, args.overrides)
+        if args.targets[:1] == ["status"]:
+            print_status(params)
+            return 0
+        train_csv, test_csv, sample = ingest.resolve_data(
+            params["data.train"], params["data.test"], params["data.sample"])
+        steps = runner.select(args.targets, args.start)
+        if sample and any(s.stage == "ingest" for s in steps):
+            log.warning("%s and %s not found: using the bundled sample in %s. For the "
+                        "competition's data see README.md (Getting the data).",
+                        params["data.train"], params["data.test"], params["data.sample"])
+        runner.run(params, steps, force=args.force)
+        summarize(params)
+        return 0
+    except PipelineError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: completed outputs are kept; run again to resume", file=sys.stderr)
+        return 130

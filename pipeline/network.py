@@ -1,0 +1,96 @@
+"""The network: 784 inputs -> H ReLU units -> 10-way softmax. NumPy only, no I/O.
+
+Rows are samples (scikit-learn's convention): a batch X has shape (N, 784).
+Parameters, all float32, in a dict:
+    W1 (784, H)   b1 (H,)   W2 (H, 10)   b2 (10,)
+The loss is the mean cross-entropy plus (l2 / 2) * (sum W1**2 + sum W2**2); the
+biases are not penalised.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+PARAM_NAMES = ("W1", "b1", "W2", "b2")
+
+
+def init_params(rng: np.random.Generator, n_in: int = 784, n_hidden: int = 256,
+                n_out: int = 10) -> dict[str, np.ndarray]:
+    """He initialisation: weights ~ N(0, 2 / fan_in), which keeps the variance of
+    ReLU activations steady from layer to layer; biases start at zero."""
+    def he(fan_in, fan_out):
+        return (rng.standard_normal((fan_in, fan_out)) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+
+    return {
+        "W1": he(n_in, n_hidden),
+        "b1": np.zeros(n_hidden, np.float32),
+        "W2": he(n_hidden, n_out),
+        "b2": np.zeros(n_out, np.float32),
+    }
+
+
+def softmax_(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of logits z (N, C), computed in place and returned."""
+    z -= z.max(axis=1, keepdims=True)   # exp never overflows; the result is unchanged
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+def forward(params: dict, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (probs (N, 10), hidden activations h (N, H)) for a batch X (N, 784)."""
+    h = X @ params["W1"]            # (N, H)
+    h += params["b1"]
+    np.maximum(h, 0, out=h)         # ReLU
+    z = h @ params["W2"]            # (N, 10) logits
+    z += params["b2"]
+    return softmax_(z), h
+
+
+def cross_entropy(probs: np.ndarray, y: np.ndarray) -> float:
+    """Mean -log p(true class) over the batch; y holds integer labels (N,)."""
+    p_true = probs[np.arange(len(y)), y]
+    # A probability that rounded to 0 would give inf; the floor caps one sample's loss.
+    return float(-np.log(np.maximum(p_true, 1e-30)).mean())
+
+
+def l2_penalty(params: dict, l2: float) -> float:
+    """(l2 / 2) * (sum W1**2 + sum W2**2)."""
+    return 0.5 * l2 * float(np.vdot(params["W1"], params["W1"]) + np.vdot(params["W2"], params["W2"]))
+
+
+def loss(params: dict, X: np.ndarray, y: np.ndarray, l2: float) -> float:
+    """The training objective on a batch: mean cross-entropy + L2 penalty."""
+    probs, _ = forward(params, X)
+    return cross_entropy(probs, y) + l2_penalty(params, l2)
+
+
+def backward(params: dict, X: np.ndarray, h: np.ndarray, probs: np.ndarray, y: np.ndarray,
+             l2: float, grads: dict | None = None) -> dict[str, np.ndarray]:
+    """Gradients of `loss` with respect to each parameter, for the batch that
+    `forward` turned into (probs, h). `probs` is overwritten. Pass last step's
+    `grads` to reuse its buffers."""
+    if grads is None:
+        grads = {k: np.empty_like(v) for k, v in params.items()}
+    n = len(y)
+    # Softmax followed by cross-entropy has the gradient probs - onehot(y) with
+    # respect to the logits: the exp in softmax cancels the log in the loss.
+    dz = probs                                     # (N, 10)
+    dz[np.arange(n), y] -= 1.0
+    dz *= np.float32(1.0 / n)                      # the loss is a mean over the batch
+    np.matmul(h.T, dz, out=grads["W2"])            # (H, 10)
+    grads["W2"] += l2 * params["W2"]
+    np.sum(dz, axis=0, out=grads["b2"])
+    dh = dz @ params["W2"].T                       # (N, H)
+    dh *= h > 0                                    # ReLU passes gradient where it was active
+    np.matmul(X.T, dh, out=grads["W1"])            # (784, H); no gradient for X is needed
+    grads["W1"] += l2 * params["W1"]
+    np.sum(dh, axis=0, out=grads["b1"])
+    return grads
+
+
+def predict_proba(params: dict, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Class probabilities (N, 10) for images X (N, 784), a batch at a time."""
+    out = np.empty((len(X), params["b2"].shape[0]), np.float32)
+    for start in range(0, len(X), batch_size):
+        out[start:start + batch_size], _ = forward(params, X[start:start + batch_size])
+    return out

@@ -1,0 +1,176 @@
+"""Loading, validating and overriding params.
+
+`params.yaml` holds every value; this module holds only what a value may be (its
+type and range), so there is one default per setting and it lives in the file.
+Params are handled as a flat dict of dotted keys ("train.lr") and nested again
+only for display.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from pipeline.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one param may hold: a kind and an optional range check."""
+
+    kind: str                                   # "int", "float", "str", "bool", or "choice"
+    check: Callable[[Any], bool] | None = None  # range test on a well-typed value
+    expect: str = ""                            # says what `check` wants, for messages
+    nullable: bool = False
+    choices: tuple[str, ...] = ()
+
+
+def _positive(v):
+    return v > 0
+
+
+def _non_negative(v):
+    return v >= 0
+
+
+def _open_unit(v):
+    return 0 < v < 1
+
+
+SCHEMA: dict[str, Spec] = {
+    "seed": Spec("int", _non_negative, "an integer >= 0"),
+    "outputs": Spec("str"),
+    "data.train": Spec("str"),
+    "data.test": Spec("str"),
+    "data.sample": Spec("str", nullable=True),
+    "preprocess.val_fraction": Spec("float", _open_unit, "a number in (0, 1)"),
+    "train.hidden": Spec("int", _positive, "an integer >= 1"),
+    "train.epochs": Spec("int", _positive, "an integer >= 1"),
+    "train.batch_size": Spec("int", _positive, "an integer >= 1"),
+    "train.lr": Spec("float", _positive, "a number > 0"),
+    "train.rms_decay": Spec("float", _open_unit, "a number in (0, 1)"),
+    "train.eps": Spec("float", _positive, "a number > 0"),
+    "train.l2": Spec("float", _non_negative, "a number >= 0"),
+    "predict.batch_size": Spec("int", _positive, "an integer >= 1"),
+}
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1}} -> {"train.lr": 1}."""
+    flat = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def section(params: dict[str, Any], name: str) -> dict[str, Any]:
+    """The keys under `name.` with the prefix removed: section(p, "train")["lr"]."""
+    prefix = name + "."
+    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+
+def _did_you_mean(key: str) -> str:
+    close = difflib.get_close_matches(key, SCHEMA, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    """Return `value` as the kind SCHEMA[key] wants, or raise saying what was wrong."""
+    spec = SCHEMA[key]
+    shown = f"{value!r} ({type(value).__name__})"
+    if value is None:
+        if spec.nullable:
+            return None
+        raise PipelineError(f"{where}: {key} must be set, found null")
+    if spec.kind == "int":
+        # bool is an int subclass in Python; `epochs: yes` is a mistake, not 1.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PipelineError(f"{where}: {key} must be an integer, found {shown}")
+    elif spec.kind == "float":
+        # YAML 1.1 reads `1e-3` (no dot) as a string; accept it as the number it means.
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise PipelineError(f"{where}: {key} must be a number, found {shown}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise PipelineError(f"{where}: {key} must be a finite number, found {value}")
+    elif spec.kind == "bool":
+        if not isinstance(value, bool):
+            raise PipelineError(f"{where}: {key} must be true or false, found {shown}")
+    elif spec.kind in ("str", "choice"):
+        if not isinstance(value, str) or not value:
+            raise PipelineError(f"{where}: {key} must be a non-empty string, found {shown}")
+        if spec.kind == "choice" and value not in spec.choices:
+            raise PipelineError(
+                f"{where}: {key} must be one of {', '.join(spec.choices)}, found {value!r}")
+    if spec.check is not None and not spec.check(value):
+        raise PipelineError(f"{where}: {key} must be {spec.expect}, found {value!r}")
+    return value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.lr=0.01' -> ("train.lr", 0.01): the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise PipelineError(f"--set {text!r}: expected KEY=VALUE, such as train.epochs=5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"--set {text!r}: the value is not valid YAML ({exc.problem})")
+    return key, value
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
+    """Read a params file, apply `--set` overrides, and check every value.
+
+    Returns a flat dict {dotted key: value} holding exactly the keys of SCHEMA.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: params file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"{path}: cannot read the params file ({exc})") from None
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PipelineError(f"{path}: invalid YAML{at}: {problem}") from None
+    if not isinstance(tree, dict):
+        raise PipelineError(f"{path}: expected a mapping of sections, found {type(tree).__name__}")
+
+    flat = flatten(tree)
+    for key in flat:
+        if key not in SCHEMA:
+            raise PipelineError(f"{path}: unknown key '{key}'{_did_you_mean(key)}")
+    for text_ in overrides:
+        key, value = parse_override(text_)
+        if key not in SCHEMA:
+            raise PipelineError(f"--set {text_}: unknown key '{key}'{_did_you_mean(key)}")
+        flat[key] = value
+    missing = [k for k in SCHEMA if k not in flat]
+    if missing:
+        raise PipelineError(f"{path}: missing key(s) {', '.join(missing)}")
+
+    checked = {}
+    for key in SCHEMA:
+        where = f"--set {key}" if any(o.split("=")[0].strip() == key for o in overrides) \
+            else str(path)
+        checked[key] = _coerce(key, flat[key], where)
+    return checked

@@ -1,0 +1,196 @@
+"""Running steps in order, skipping those whose fingerprint still matches.
+
+A step's fingerprint, recorded in <outputs>/.records/<step>.json once all of its
+outputs are in place, holds the content hashes of the files it read, the values of
+the params it reads, a hash of its code, and the hashes of what it wrote. A step
+is up to date when all of these still match; a changed upstream output therefore
+reruns downstream steps, while a rerun that reproduces the same bytes stops there.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline import artifacts
+from pipeline.errors import PipelineError
+from pipeline.stages import STAGES, STEPS, Step
+
+log = logging.getLogger(__name__)
+
+RECORDS = ".records"
+
+
+@dataclass
+class Status:
+    """What `check` found for one step."""
+
+    state: str                                  # "up to date", "stale" or "never run"
+    reasons: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return self.state + (": " + "; ".join(self.reasons) if self.reasons else "")
+
+
+def code_hash(modules: tuple[str, ...]) -> str:
+    """SHA-256 over the source files of `modules`."""
+    h = hashlib.sha256()
+    for name in modules:
+        h.update(Path(importlib.util.find_spec(name).origin).read_bytes())
+    return h.hexdigest()
+
+
+def record_path(params: dict, step: Step) -> Path:
+    return Path(params["outputs"]) / RECORDS / (step.name.replace(":", "-") + ".json")
+
+
+def read_record(params: dict, step: Step) -> dict | None:
+    """The step's last fingerprint, or None when there is none (or it is unreadable)."""
+    try:
+        record = json.loads(record_path(params, step).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def producers(params: dict) -> dict[Path, Step]:
+    """Which step writes each artifact."""
+    return {path: step for step in STEPS for path in step.outs(params).values()}
+
+
+class Runner:
+    """Checks and runs the steps for one set of params."""
+
+    def __init__(self, params: dict):
+        self.params = params
+        self.records = {s.name: read_record(params, s) for s in STEPS}
+        # Earlier hashes by path, from every record, so unchanged files are not reread.
+        self.known: dict[str, dict] = {}
+        for record in self.records.values():
+            for entry in [*(record or {}).get("deps", {}).values(),
+                          *(record or {}).get("outs", {}).values()]:
+                self.known[entry["path"]] = entry
+
+    def _state(self, path: Path) -> dict:
+        state = artifacts.file_state(path, self.known.get(str(path)))
+        entry = {"path": str(path), **{k: state[k] for k in ("hash", "size", "mtime_ns")}}
+        self.known[str(path)] = entry
+        return entry
+
+    def check(self, step: Step) -> Status:
+        """Compare the step's record with its current inputs, params, code and outputs."""
+        record = self.records[step.name]
+        if record is None:
+            return Status("never run")
+        if record.get("format") != artifacts.FORMAT_VERSION:
+            return Status("stale", ["written by another version of the pipeline"])
+        reasons = []
+        if record.get("code") != code_hash(step.code):
+            reasons.append("code changed")
+        for key in step.params:
+            old = record.get("params", {}).get(key, "(unset)")
+            if old != self.params[key]:
+                reasons.append(f"param {key} changed ({old} -> {self.params[key]})")
+        for name, path in step.deps(self.params).items():
+            old = record.get("deps", {}).get(name)
+            if not path.exists():
+                reasons.append(f"input {path} is missing")
+            elif old is None or self._state(path)["hash"] != old["hash"]:
+                reasons.append(f"input {path} changed")
+        for name, path in step.outs(self.params).items():
+            old = record.get("outs", {}).get(name)
+            if not path.exists():
+                reasons.append(f"output {path} is missing")
+            elif old is None or self._state(path)["hash"] != old["hash"]:
+                reasons.append(f"output {path} was modified")
+        return Status("stale", reasons) if reasons else Status("up to date")
+
+    def upstream(self, step: Step) -> list[Step]:
+        """The steps that write this step's inputs."""
+        made_by = producers(self.params)
+        names = {made_by[p].name for p in step.deps(self.params).values() if p in made_by}
+        return [s for s in STEPS if s.name in names]
+
+    def run_step(self, step: Step) -> None:
+        """Run one step and record its fingerprint once all its outputs are in place."""
+        deps, outs = step.deps(self.params), step.outs(self.params)
+        for path in deps.values():
+            if not path.exists():
+                producer = producers(self.params).get(path)
+                hint = f": run `python run.py {producer.stage}` first" if producer else ""
+                raise PipelineError(f"{path} is missing{hint}")
+        for folder in {p.parent for p in outs.values()}:
+            artifacts.remove_temporaries(folder)
+        dep_states = {name: self._state(path) for name, path in deps.items()}
+        step.run(self.params, deps, outs)
+        record = {
+            "format": artifacts.FORMAT_VERSION,
+            "step": step.name,
+            "params": {k: self.params[k] for k in step.params},
+            "code": code_hash(step.code),
+            "deps": dep_states,
+            "outs": {name: self._state(path) for name, path in outs.items()},
+        }
+        artifacts.write_json(record_path(self.params, step), record)
+        self.records[step.name] = record
+
+
+def select(stages: list[str], start: str | None) -> list[Step]:
+    """The steps for the named stages (or `ingest:test`-style step names), or
+    from `start` on; every step when neither is given."""
+    names = list(STAGES) + [s.name for s in STEPS]
+    for name in stages + ([start] if start else []):
+        if name not in names:
+            raise PipelineError(f"unknown stage '{name}': expected one of {', '.join(STAGES)}")
+    if start:
+        first = next(i for i, s in enumerate(STEPS) if start in (s.stage, s.name))
+        return list(STEPS[first:])
+    if not stages:
+        return list(STEPS)
+    return [s for s in STEPS if s.stage in stages or s.name in stages]
+
+
+def run(params: dict, steps: list[Step], force: bool = False) -> list[str]:
+    """Run `steps` in order, skipping up-to-date ones unless `force`.
+
+    Returns the names of the steps that ran.
+    """
+    runner = Runner(params)
+    chosen = {s.name for s in steps}
+    ran = []
+    for step in steps:
+        for up in runner.upstream(step):
+            if up.name in chosen:
+                continue
+            status = runner.check(up)
+            if status.state == "stale":
+                log.warning("%s reads the outputs of %s, which is %s; run `python run.py "
+                            "--from %s` to bring everything up to date",
+                            step.name, up.name, status.describe(), up.stage)
+        status = runner.check(step)
+        if status.state == "up to date" and not force:
+            log.info("%s: up to date, skipped", step.name)
+            continue
+        why = "forced" if force else status.describe()
+        log.info("%s: running (%s)", step.name, why)
+        runner.run_step(step)
+        ran.append(step.name)
+    return ran
+
+
+def status(params: dict) -> list[tuple[str, Status]]:
+    """Each step's status; a step whose upstream will rerun says so."""
+    runner = Runner(params)
+    result, pending = [], set()
+    for step in STEPS:
+        st = runner.check(step)
+        late = [u.name for u in runner.upstream(step) if u.name in pending]
+        if st.state == "up to date" and late:
+            st = Status("up to date", [f"but {', '.join(late)} will rerun first"])
+        if st.state != "up to date" or late:
+            pending.add(step.name)
+        result.append((step.name, st))
+    return result

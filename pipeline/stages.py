@@ -1,0 +1,93 @@
+"""The ordered list of steps: what each reads, writes, and which params and code it uses.
+
+A stage is what the user names on the command line (ingest, preprocess, train,
+predict, submit). Ingest and preprocess each have a train part and a test part,
+fingerprinted apart, so a new test.csv never retrains the network.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from pipeline import ingest, predict, preprocess, submit, train
+from pipeline.params import SCHEMA, section
+
+STAGES = ("ingest", "preprocess", "train", "predict", "submit")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One fingerprinted unit of work."""
+
+    name: str                                       # "ingest:train", or the stage name
+    stage: str                                      # the stage it belongs to
+    params: tuple[str, ...]                         # dotted param keys it reads
+    code: tuple[str, ...]                           # modules whose source it runs
+    deps: Callable[[dict], dict[str, Path]]         # params -> named input files
+    outs: Callable[[dict], dict[str, Path]]         # params -> named output files
+    run: Callable[[dict, dict, dict], None]         # (params, deps, outs) -> None
+
+
+def artifact(params: dict, stage: str, filename: str) -> Path:
+    """Where `stage` keeps `filename`: <outputs>/<stage>/<filename>."""
+    return Path(params["outputs"]) / stage / filename
+
+
+def _data(params: dict) -> tuple[Path, Path, bool]:
+    return ingest.resolve_data(params["data.train"], params["data.test"], params["data.sample"])
+
+
+def _files(stage: str, *names: str) -> Callable[[dict], dict[str, Path]]:
+    """outs/deps function for files named `<name>.npy` (or with their own suffix)."""
+    def paths(params: dict) -> dict[str, Path]:
+        return {Path(n).stem: artifact(params, stage, n if "." in n else n + ".npy")
+                for n in names}
+    return paths
+
+
+_ingest_train = _files("ingest", "train_images", "train_labels")
+_ingest_test = _files("ingest", "test_images")
+_pre_train = _files("preprocess", "train_x", "train_y", "val_x", "val_y")
+_pre_test = _files("preprocess", "test_x")
+_train = _files("train", "model.npz", "history.csv", "metrics.json")
+_predict = _files("predict", "test_probs", "test_labels", "val_probs")
+
+# Every train.* param is fingerprinted, so a new one can never be silently ignored.
+TRAIN_KEYS = tuple(k for k in SCHEMA if k.startswith("train."))
+
+STEPS: tuple[Step, ...] = (
+    Step("ingest:train", "ingest", (), ("pipeline.ingest",),
+         deps=lambda p: {"csv": _data(p)[0]},
+         outs=_ingest_train,
+         run=lambda p, d, o: ingest.run_train(d["csv"], o["train_images"], o["train_labels"])),
+    Step("ingest:test", "ingest", (), ("pipeline.ingest",),
+         deps=lambda p: {"csv": _data(p)[1]},
+         outs=_ingest_test,
+         run=lambda p, d, o: ingest.run_test(d["csv"], o["test_images"])),
+    Step("preprocess:train", "preprocess", ("seed", "preprocess.val_fraction"),
+         ("pipeline.preprocess",),
+         deps=_ingest_train,
+         outs=_pre_train,
+         run=lambda p, d, o: preprocess.run_train(
+             d["train_images"], d["train_labels"], o, seed=p["seed"],
+             val_fraction=p["preprocess.val_fraction"])),
+    Step("preprocess:test", "preprocess", (), ("pipeline.preprocess",),
+         deps=_ingest_test,
+         outs=_pre_test,
+         run=lambda p, d, o: preprocess.run_test(d["test_images"], o["test_x"])),
+    Step("train", "train", ("seed",) + TRAIN_KEYS,
+         ("pipeline.train", "pipeline.network", "pipeline.optim"),
+         deps=_pre_train,
+         outs=_train,
+         run=lambda p, d, o: train.run(d, o, seed=p["seed"], **section(p, "train"))),
+    Step("predict", "predict", ("predict.batch_size",), ("pipeline.predict", "pipeline.network"),
+         deps=lambda p: {"model": _train(p)["model"], "test_x": _pre_test(p)["test_x"],
+                         "val_x": _pre_train(p)["val_x"]},
+         outs=_predict,
+         run=lambda p, d, o: predict.run(d, o, batch_size=p["predict.batch_size"])),
+    Step("submit", "submit", (), ("pipeline.submit",),
+         deps=lambda p: {"test_labels": _predict(p)["test_labels"]},
+         outs=lambda p: {"submission": Path(p["outputs"]) / "submission.csv"},
+         run=lambda p, d, o: submit.run(d["test_labels"], o["submission"])),
+)
