@@ -1,0 +1,61 @@
+"""Shared test helpers: tiny CSVs cut from the bundled sample, params, the CLI."""
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import params as params_mod
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+
+
+def sample_rows(name: str, n: int) -> list[str]:
+    """The header and first `n` data lines of a bundled sample file."""
+    with gzip.open(SAMPLE / name, "rt", newline="") as f:
+        return [next(f).rstrip("\r\n") for _ in range(n + 1)]
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def tiny_csvs(tmp_path) -> tuple[Path, Path]:
+    """(train.csv, test.csv): 400 labelled and 60 test rows of real digits."""
+    return (write_lines(tmp_path / "data" / "train.csv", sample_rows("train.csv.gz", 400)),
+            write_lines(tmp_path / "data" / "test.csv", sample_rows("test.csv.gz", 60)))
+
+
+def make_params(tmp_path: Path, train_csv: Path, test_csv: Path, *overrides: str) -> dict:
+    """Default params.yaml with data and outputs under tmp_path, plus overrides."""
+    base = [f"data.train={train_csv}", f"data.test={test_csv}", "data.sample=null",
+            f"outputs={tmp_path / 'outputs'}", "train.epochs=2"]
+    return params_mod.load(ROOT / "params.yaml", base + list(overrides))
+
+
+def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python run.py ARGS` in a subprocess; returns the completed process."""
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+
+
+def tree_state(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` with its bytes, to check that nothing changed."""
+    return {str(p.relative_to(folder)): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
