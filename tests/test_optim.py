@@ -1,0 +1,37 @@
+"""One RMSprop step against numbers worked out by hand."""
+import numpy as np
+import pytest
+
+from pipeline.optim import RMSprop
+
+
+def test_first_and_second_step_by_hand():
+    p = {"w": np.array([1.0, -2.0], np.float32)}
+    g = {"w": np.array([0.5, -4.0], np.float32)}
+    opt = RMSprop(p, lr=0.1, decay=0.9, eps=1e-8)
+    opt.step(p, g)
+    # s = 0.1 * g**2 = [0.025, 1.6]; sqrt(s) = [0.158114, 1.264911]
+    # p -= 0.1 * g / sqrt(s) = 0.1 * [3.162278, -3.162278]
+    np.testing.assert_allclose(opt.mean_sq["w"], [0.025, 1.6], rtol=1e-6)
+    np.testing.assert_allclose(p["w"], [1 - 0.3162278, -2 + 0.3162278], rtol=1e-6)
+    opt.step(p, g)
+    # s = 0.9 * [0.025, 1.6] + 0.1 * [0.25, 16] = [0.0475, 3.04]
+    np.testing.assert_allclose(opt.mean_sq["w"], [0.0475, 3.04], rtol=1e-6)
+    step2 = 0.1 * np.array([0.5, -4.0]) / np.sqrt([0.0475, 3.04])
+    np.testing.assert_allclose(p["w"], [1 - 0.3162278 - step2[0], -2 + 0.3162278 - step2[1]],
+                               rtol=1e-6)
+
+
+def test_eps_guards_zero_gradients():
+    p = {"w": np.zeros(3, np.float32)}
+    opt = RMSprop(p, lr=0.1, decay=0.9, eps=1e-8)
+    opt.step(p, {"w": np.zeros(3, np.float32)})
+    assert np.isfinite(p["w"]).all() and not p["w"].any()
+
+
+def test_step_is_in_place_and_keeps_dtype():
+    w = np.ones((2, 2), np.float32)
+    p = {"w": w}
+    RMSprop(p, lr=0.01).step(p, {"w": np.full((2, 2), 0.3, np.float32)})
+    assert p["w"] is w and w.dtype == np.float32
+    assert w[0, 0] == pytest.approx(1 - 0.01 / np.sqrt(0.1), rel=1e-5)

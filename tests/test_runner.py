@@ -1,0 +1,183 @@
+"""Fingerprints: what reruns after a change, status, --force/--from, crash safety."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, make_params, run_cli, sample_rows, write_lines
+from pipeline import runner
+from pipeline.stages import STEPS
+
+ALL = [s.name for s in STEPS]
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_csvs):
+    """(params, run): run(*overrides, stages=None, start=None, force=False) -> names that ran."""
+    def run(*overrides, stages=(), start=None, force=False):
+        params = make_params(tmp_path, *tiny_csvs, *overrides)
+        return runner.run(params, runner.select(list(stages), start), force=force)
+    return tiny_csvs, run
+
+
+def states(params):
+    return {name: st.state for name, st in runner.status(params)}
+
+
+def test_second_run_skips_every_step(setup):
+    _, run = setup
+    assert run() == ALL
+    assert run() == []
+
+
+def test_changing_epochs_reruns_training_onwards_only(setup, tmp_path):
+    csvs, run = setup
+    run()
+    ran = run("train.epochs=3")
+    assert ran[:2] == ["train", "predict"]
+    assert not [n for n in ran if n.startswith(("ingest", "preprocess"))]
+    assert set(states(make_params(tmp_path, *csvs, "train.epochs=3")).values()) == {"up to date"}
+
+
+def test_new_test_csv_does_not_retrain(setup):
+    (train_csv, test_csv), run = setup
+    run()
+    write_lines(test_csv, sample_rows("test.csv.gz", 80))
+    ran = run()
+    assert ran[:3] == ["ingest:test", "preprocess:test", "predict"]
+    assert "train" not in ran and "ingest:train" not in ran
+
+
+def test_same_bytes_at_a_new_path_is_up_to_date(setup, tmp_path):
+    (train_csv, _), run = setup
+    run()
+    moved = tmp_path / "elsewhere.csv"
+    moved.write_bytes(train_csv.read_bytes())
+    assert run(f"data.train={moved}") == []
+
+
+def test_status_says_what_changed(setup, tmp_path):
+    csvs, run = setup
+    params = make_params(tmp_path, *csvs)
+    assert set(states(params).values()) == {"never run"}
+    run()
+    changed = dict(runner.status(make_params(tmp_path, *csvs, "preprocess.val_fraction=0.2")))
+    assert changed["preprocess:train"].state == "stale"
+    assert "param preprocess.val_fraction changed (0.1 -> 0.2)" in changed["preprocess:train"].describe()
+    assert changed["ingest:train"].state == "up to date"
+    assert "preprocess:train will rerun first" in changed["train"].describe()
+    write_lines(csvs[1], sample_rows("test.csv.gz", 70))
+    assert f"input {csvs[1]} changed" in dict(runner.status(params))["ingest:test"].describe()
+
+
+def test_code_change_reruns_the_step(setup, monkeypatch):
+    _, run = setup
+    run()
+    real = runner.code_hash
+    monkeypatch.setattr(runner, "code_hash",
+                        lambda mods: real(mods) + ("x" if "pipeline.train" in mods else ""))
+    assert run()[0] == "train"
+
+
+def test_modified_or_missing_output_reruns_the_step(setup, tmp_path):
+    csvs, run = setup
+    run()
+    params = make_params(tmp_path, *csvs)
+    model = Path(params["outputs"]) / "train" / "model.npz"
+    model.write_bytes(model.read_bytes()[:100])            # as a crashed plain write leaves it
+    assert "output" in dict(runner.status(params))["train"].describe()
+    assert run()[0] == "train"
+    (Path(params["outputs"]) / "submission.csv").unlink()
+    assert run() == ["submit"]
+
+
+def test_force_and_from(setup):
+    _, run = setup
+    run()
+    assert run(stages=["train"]) == []
+    assert run(stages=["train"], force=True) == ["train"]
+    assert run(start="predict") == []
+    assert run(start="predict", force=True) == ["predict", "submit"]
+    assert run(stages=["ingest"], force=True) == ["ingest:train", "ingest:test"]
+
+
+def test_running_on_stale_upstream_warns(setup, caplog):
+    _, run = setup
+    run()
+    with caplog.at_level("WARNING", logger="pipeline"):
+        run("preprocess.val_fraction=0.3", stages=["train"])
+    assert "preprocess:train" in caplog.text and "stale" in caplog.text
+
+
+def test_unknown_stage_is_refused():
+    with pytest.raises(runner.PipelineError, match="unknown stage 'trian'"):
+        runner.select(["trian"], None)
+
+
+def test_cli_status_and_skip(tmp_path, tiny_csvs):
+    args = [f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
+            f"--set=outputs={tmp_path / 'out'}", "--set=train.epochs=1"]
+    assert "never run" in run_cli("status", *args).stdout
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    again = run_cli("train", *args)
+    assert "train: up to date, skipped" in again.stdout
+    assert again.returncode == 0
+
+
+def _kill_when(args, marker, delay):
+    """Start `run.py ARGS`, SIGKILL it `delay` s after `marker` appears in its output."""
+    proc = subprocess.Popen([sys.executable, "-u", str(ROOT / "run.py"), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            stdin=subprocess.DEVNULL)
+    for line in proc.stdout:
+        if marker in line:
+            break
+    else:
+        proc.wait()
+        return False                                       # finished before the marker
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return proc.returncode == -signal.SIGKILL
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory):
+    """An unbroken run, to compare resumed runs with: (base args, its outputs folder)."""
+    folder = tmp_path_factory.mktemp("kill")
+    train_csv = write_lines(folder / "train.csv", sample_rows("train.csv.gz", 400))
+    test_csv = write_lines(folder / "test.csv", sample_rows("test.csv.gz", 60))
+    base = [f"--set=data.train={train_csv}", f"--set=data.test={test_csv}",
+            "--set=data.sample=null", "--set=train.epochs=6"]
+    out = folder / "clean"
+    assert run_cli(*base, f"--set=outputs={out}").returncode == 0
+    return base, out
+
+
+@pytest.mark.parametrize("marker,delay,surely_killed", [
+    ("ingest:train: running", 0.05, False),
+    ("preprocess:train: running", 0.02, False),
+    ("train: epoch 2", 0.0, True),
+    ("predict: running", 0.01, False),
+    ("submit: running", 0.0, False),
+])
+def test_sigkill_midway_then_rerun_recovers(tmp_path, clean_run, marker, delay, surely_killed):
+    base, clean_out = clean_run
+    killed_out = tmp_path / "killed"
+    killed = _kill_when(base + [f"--set=outputs={killed_out}"], marker, delay)
+    assert killed or not surely_killed
+    resumed = run_cli(*base, f"--set=outputs={killed_out}")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "error" not in resumed.stdout
+    # Whatever the kill interrupted was redone: the result is what an unbroken run makes.
+    assert (killed_out / "submission.csv").read_bytes() == (clean_out / "submission.csv").read_bytes()
+    assert (killed_out / "train" / "model.npz").read_bytes() == \
+        (clean_out / "train" / "model.npz").read_bytes()
+    assert not list(killed_out.rglob("*.tmp"))
+    status = run_cli("status", *base, f"--set=outputs={killed_out}").stdout
+    assert "stale" not in status and "never run" not in status
