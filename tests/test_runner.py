@@ -181,3 +181,21 @@ def test_sigkill_midway_then_rerun_recovers(tmp_path, clean_run, marker, delay, 
     assert not list(killed_out.rglob("*.tmp"))
     status = run_cli("status", *base, f"--set=outputs={killed_out}").stdout
     assert "stale" not in status and "never run" not in status
+
+
+def test_ctrl_c_exits_cleanly_and_keeps_outputs(tmp_path, clean_run):
+    base, _ = clean_run
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-u", str(ROOT / "run.py"), *base,
+                             f"--set=outputs={out}", "--set=train.epochs=40"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    for line in proc.stdout:
+        if "train: epoch 1" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err
+    assert (out / "preprocess" / "train_x.npy").exists()        # finished steps are kept
+    assert not (out / "train" / "model.npz").exists()
