@@ -26,20 +26,49 @@ FORMAT_VERSION = 1
 TMP_SUFFIX = ".tmp"
 
 
+# While a `renames_together` block is open: finished temporaries, (tmp, final), in order.
+_pending: list[tuple[str, Path]] | None = None
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` on success."""
+    """Yield a temporary path beside `path`; rename it onto `path` on success
+    (or, inside `renames_together`, when that block ends well)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if _pending is None:
+        os.replace(tmp, path)
+    else:
+        _pending.append((tmp, path))
+
+
+@contextlib.contextmanager
+def renames_together() -> Iterator[None]:
+    """Hold back every rename made inside the block until it ends without error;
+    on error, delete the temporaries. Steps that read nothing of each other's
+    (ingest's train and test parts) run in one block, so a bad test.csv found
+    after a good train.csv leaves the outputs folder as it was."""
+    global _pending
+    outer, _pending = _pending, []
+    try:
+        yield
+        for tmp, path in _pending:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in _pending:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+    finally:
+        _pending = outer
 
 
 def remove_temporaries(folder: Path) -> None:

@@ -114,28 +114,35 @@ class Runner:
         names = {made_by[p].name for p in step.deps(self.params).values() if p in made_by}
         return [s for s in STEPS if s.name in names]
 
-    def run_step(self, step: Step) -> None:
-        """Run one step and record its fingerprint once all its outputs are in place."""
-        deps, outs = step.deps(self.params), step.outs(self.params)
-        for path in deps.values():
-            if not path.exists():
-                producer = producers(self.params).get(path)
-                hint = f": run `python run.py {producer.stage}` first" if producer else ""
-                raise PipelineError(f"{path} is missing{hint}")
-        for folder in {p.parent for p in outs.values()}:
-            artifacts.remove_temporaries(folder)
-        dep_states = {name: self._state(path) for name, path in deps.items()}
-        step.run(self.params, deps, outs)
-        record = {
-            "format": artifacts.FORMAT_VERSION,
-            "step": step.name,
-            "params": {k: self.params[k] for k in step.params},
-            "code": code_hash(step.code),
-            "deps": dep_states,
-            "outs": {name: self._state(path) for name, path in outs.items()},
-        }
-        artifacts.write_json(record_path(self.params, step), record)
-        self.records[step.name] = record
+    def run_steps(self, steps: list[Step]) -> None:
+        """Run steps that read nothing of each other's; their outputs are renamed
+        into place together, and only then is each one's fingerprint recorded."""
+        started = []
+        for step in steps:
+            deps, outs = step.deps(self.params), step.outs(self.params)
+            for path in deps.values():
+                if not path.exists():
+                    producer = producers(self.params).get(path)
+                    hint = f": run `python run.py {producer.stage}` first" if producer else ""
+                    raise PipelineError(f"{path} is missing{hint}")
+            for folder in {p.parent for p in outs.values()}:
+                artifacts.remove_temporaries(folder)
+            dep_states = {name: self._state(path) for name, path in deps.items()}
+            started.append((step, deps, outs, dep_states))
+        with artifacts.renames_together():
+            for step, deps, outs, _ in started:
+                step.run(self.params, deps, outs)
+        for step, _, outs, dep_states in started:
+            record = {
+                "format": artifacts.FORMAT_VERSION,
+                "step": step.name,
+                "params": {k: self.params[k] for k in step.params},
+                "code": code_hash(step.code),
+                "deps": dep_states,
+                "outs": {name: self._state(path) for name, path in outs.items()},
+            }
+            artifacts.write_json(record_path(self.params, step), record)
+            self.records[step.name] = record
 
 
 def select(stages: list[str], start: str | None) -> list[Step]:
@@ -161,23 +168,26 @@ def run(params: dict, steps: list[Step], force: bool = False) -> list[str]:
     runner = Runner(params)
     chosen = {s.name for s in steps}
     ran = []
-    for step in steps:
-        for up in runner.upstream(step):
-            if up.name in chosen:
+    for stage in dict.fromkeys(s.stage for s in steps):     # stage order, each once
+        to_run = []
+        for step in (s for s in steps if s.stage == stage):
+            for up in runner.upstream(step):
+                if up.name in chosen:
+                    continue
+                status = runner.check(up)
+                if status.state == "stale":
+                    log.warning("%s reads the outputs of %s, which is %s; run `python run.py "
+                                "--from %s` to bring everything up to date",
+                                step.name, up.name, status.describe(), up.stage)
+            status = runner.check(step)
+            if status.state == "up to date" and not force:
+                log.info("%s: up to date, skipped", step.name)
                 continue
-            status = runner.check(up)
-            if status.state == "stale":
-                log.warning("%s reads the outputs of %s, which is %s; run `python run.py "
-                            "--from %s` to bring everything up to date",
-                            step.name, up.name, status.describe(), up.stage)
-        status = runner.check(step)
-        if status.state == "up to date" and not force:
-            log.info("%s: up to date, skipped", step.name)
-            continue
-        why = "forced" if force else status.describe()
-        log.info("%s: running (%s)", step.name, why)
-        runner.run_step(step)
-        ran.append(step.name)
+            log.info("%s: running (%s)", step.name, "forced" if force else status.describe())
+            to_run.append(step)
+        if to_run:
+            runner.run_steps(to_run)
+            ran += [s.name for s in to_run]
     return ran
 
 
