@@ -24,6 +24,8 @@ from pipeline.errors import PipelineError
 # (and rebuilt by a full run) instead of being misread.
 FORMAT_VERSION = 1
 TMP_SUFFIX = ".tmp"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 # While a `renames_together` block is open: finished temporaries, (tmp, final), in order.
@@ -37,6 +39,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)     # mkstemp makes 0600; artifacts are ordinary files
     os.close(fd)
     try:
         yield Path(tmp)
@@ -132,9 +135,10 @@ def load_arrays(path: Path, producer: str | None = None) -> dict[str, np.ndarray
         raise PipelineError(f"{path} is not a readable .npz ({exc})") from None
     version = arrays.pop("format_version", None)
     if version is None or int(version) != FORMAT_VERSION:
+        found = "no format version" if version is None else f"format {int(version)}"
         raise PipelineError(
-            f"{path} was written by an incompatible version (format {version}, "
-            f"expected {FORMAT_VERSION}): run `python run.py {producer or ''} --force`")
+            f"{path} was written by an incompatible version ({found}, expected format "
+            f"{FORMAT_VERSION}): run `python run.py {producer or ''} --force`")
     return arrays
 
 

@@ -6,7 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline import artifacts, ingest, params as params_mod, runner
+from pipeline import artifacts, ingest, kaggle, params as params_mod, runner
 from pipeline.errors import PipelineError
 from pipeline.stages import STAGES
 
@@ -15,12 +15,15 @@ log = logging.getLogger("pipeline")
 USAGE_EPILOG = f"""\
 stages, in order: {' -> '.join(STAGES)}
 commands: status (what is up to date, what is stale and why)
+          predict-image PATH...  (the top 3 classes of your own digit images)
 
 examples:
   python run.py                          run what is out of date
   python run.py train predict            just those stages
   python run.py --set train.epochs=5     override a param for this run
   python run.py --from preprocess        that stage and every one after it
+  python run.py submit --kaggle "first"  make submission.csv and upload it to Kaggle
+  python run.py predict-image seven.png  classify a PNG or JPEG of a digit
 """
 
 
@@ -37,6 +40,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="run the named stages even if up to date")
     parser.add_argument("--from", dest="start", metavar="STAGE",
                         help="run this stage and every stage after it")
+    parser.add_argument("--kaggle", metavar="MESSAGE",
+                        help="after the run, upload submission.csv to the Kaggle competition "
+                        "with this message (needs the kaggle command)")
     parser.add_argument("--quiet", action="store_true", help="print only warnings and errors")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser.parse_args(argv)
@@ -64,7 +70,7 @@ def print_status(params: dict) -> None:
 
 def summarize(params: dict) -> None:
     """The closing lines: validation accuracy and where the submission is."""
-    metrics_path = Path(params["outputs"]) / "train" / "metrics.json"
+    metrics_path = Path(params["outputs"]) / "metrics.json"
     submission = Path(params["outputs"]) / "submission.csv"
     if metrics_path.exists():
         acc = artifacts.load_json(metrics_path).get("val_accuracy")
@@ -72,6 +78,18 @@ def summarize(params: dict) -> None:
             log.info("validation accuracy: %.2f%%", 100 * acc)
     if submission.exists():
         log.info("submission: %s", submission)
+
+
+def predict_images(params: dict, paths: list[str]) -> int:
+    """`predict-image PATH...`: print each image's three likeliest digits."""
+    from pipeline import image     # Pillow is loaded only for this command
+    if not paths:
+        raise PipelineError("predict-image: expected one or more image paths (PNG or JPEG)")
+    model = Path(params["outputs"]) / "train" / "model.npz"
+    for path, top in zip(paths, image.classify(model, [Path(p) for p in paths],
+                                               params["predict.batch_size"])):
+        print(image.describe(path, top))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,20 +100,33 @@ def main(argv: list[str] | None = None) -> int:
         if args.targets[:1] == ["status"]:
             print_status(params)
             return 0
+        if args.targets[:1] == ["predict-image"]:
+            return predict_images(params, args.targets[1:])
+        steps = runner.select(args.targets, args.start)
+        if any(s.stage == "ingest" for s in steps):
+            kaggle.offer_download(params["data.train"], params["data.test"])
         train_csv, test_csv, sample = ingest.resolve_data(
             params["data.train"], params["data.test"], params["data.sample"])
-        steps = runner.select(args.targets, args.start)
         if sample and any(s.stage == "ingest" for s in steps):
             log.warning("%s and %s not found: using the bundled sample in %s. For the "
                         "competition's data see README.md (Getting the data).",
                         params["data.train"], params["data.test"], params["data.sample"])
+            log.info(kaggle.download_hint(Path(params["data.train"])))
         runner.run(params, steps, force=args.force)
         summarize(params)
+        if args.kaggle is not None:
+            kaggle.upload(Path(params["outputs"]) / "submission.csv", args.kaggle)
         return 0
     except PipelineError as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:      # an outputs folder that cannot be written, a full disk
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: completed outputs are kept; run again to resume", file=sys.stderr)

@@ -2,11 +2,14 @@
 
 Accepts `label,pixel0..pixel783` (train) and `pixel0..pixel783` (test), the
 `pixel1..pixel784` naming of other Kaggle MNIST sets, plain or gzipped files, CRLF
-line ends, a UTF-8 BOM, and a leading index column written by pandas' `to_csv`
-(dropped with a warning). Anything else stops with the file, line and column.
+line ends, a UTF-8 BOM, blank lines and spaces around values (both ignored), quoted
+numbers, and a leading index column written by pandas' `to_csv` (dropped with a
+warning). Anything else stops with the file, line and column.
 
-Parsing is pandas' C reader on the whole file; only when that fails, or a value is
-out of range, is the file walked line by line to say exactly where and why.
+The whole file is parsed by NumPy's C reader straight into uint8, which itself
+rejects values outside 0-255; only when that fails is the file searched, block by
+block and then line by line with the same reader, for the first bad line, which is
+then described field by field.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import io
 import logging
 import re
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +30,11 @@ log = logging.getLogger(__name__)
 
 N_PIXELS = 784
 INDEX_NAMES = ("", "Unnamed: 0")          # what pandas' to_csv writes, and reads back
-_INT_FIELD = re.compile(rb"[0-9]+")
+BLOCK_LINES = 256                          # lines per block when looking for a bad line
+_NON_BLANK = re.compile(rb"\S")
+_INT_TEXT = re.compile(r"\+?[0-9]+")        # what NumPy's reader takes as a non-negative int
+_SIGNED_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+_MISSING = ("nan", "na", "n/a", "null", "none", "nat", "<na>")
 
 
 def resolve_data(train: str, test: str, sample: str | None) -> tuple[Path, Path, bool]:
@@ -44,7 +52,7 @@ def _read_bytes(path: Path) -> bytes:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise PipelineError(f"{path}: file not found") from None
+        raise PipelineError(f"{path}: file not found (expected a CSV file there)") from None
     except IsADirectoryError:
         raise PipelineError(f"{path}: expected a CSV file, found a directory") from None
     except OSError as exc:
@@ -53,7 +61,10 @@ def _read_bytes(path: Path) -> bytes:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as exc:
-            raise PipelineError(f"{path}: not a readable gzip file ({exc})") from None
+            raise PipelineError(f"{path}: expected a gzip file, found a damaged one ({exc})") \
+                from None
+    elif raw[:4] == b"PK\x03\x04":
+        raise PipelineError(f"{path}: expected a CSV file, found a zip archive (unzip it first)")
     if raw.startswith(b"\xef\xbb\xbf"):          # UTF-8 byte order mark, as Excel writes
         raw = raw[3:]
     return raw
@@ -65,7 +76,7 @@ def _check_header(path: Path, names: list[str], labelled: bool) -> tuple[bool, b
     has_index = len(names) > 1 and names[0] in INDEX_NAMES
     rest = names[1:] if has_index else names
     has_label = bool(rest) and rest[0] == "label"
-    if rest and _INT_FIELD.fullmatch(rest[0].encode()):
+    if rest and _INT_TEXT.fullmatch(rest[0]):
         raise PipelineError(
             f"{path}, line 1: expected a header row ({expected}), found a row of numbers")
     if labelled and not has_label:
@@ -75,8 +86,8 @@ def _check_header(path: Path, names: list[str], labelled: bool) -> tuple[bool, b
             f"found '{rest[0] if rest else ''}'{hint}")
     if not labelled and "label" in rest:
         raise PipelineError(
-            f"{path}, line 1: a test file has no 'label' column, found one "
-            f"(are the train and test files swapped?)")
+            f"{path}, line 1: expected no 'label' column in a test file ({expected}), found "
+            f"one (are the train and test files swapped?)")
     pixels = rest[1:] if has_label else rest
     if len(pixels) != N_PIXELS:
         raise PipelineError(
@@ -91,86 +102,180 @@ def _check_header(path: Path, names: list[str], labelled: bool) -> tuple[bool, b
     return has_index, has_label
 
 
-def _describe_field(field: bytes) -> str:
-    text = field.decode("utf-8", "replace").strip()
+def _parse_rows(data: bytes, skip: int, n_cols: int, has_index: bool,
+                has_label: bool) -> np.ndarray:
+    """Parse CSV lines (after the first `skip`) into an (N, n_cols) array, or raise
+    ValueError. Values are checked: labels 0-9, pixels 0-255; an index column only
+    has to hold integers. The data must hold at least one non-blank line."""
+    # Parsing into uint8 rejects a pixel below 0 or above 255 by itself; an index
+    # column needs a wider type, and then the pixels are range-checked afterwards.
+    dtype = np.int64 if has_index else np.uint8
+    values = np.loadtxt(io.BytesIO(data), dtype=dtype, delimiter=",", comments=None,
+                        quotechar='"', skiprows=skip, ndmin=2)      # (N, n_cols)
+    if values.shape[1] != n_cols:
+        raise ValueError(f"expected {n_cols} fields, found {values.shape[1]}")
+    body = values[:, int(has_index):]
+    if has_index and (body.min() < 0 or body[:, int(has_label):].max() > 255):
+        raise ValueError("a value is out of range")
+    if has_label and body[:, 0].max() > 9:
+        raise ValueError("a label is out of range")
+    return values
+
+
+def _parses(data: bytes, layout: tuple[int, bool, bool]) -> bool:
+    try:
+        _parse_rows(data, 0, *layout)
+    except ValueError:
+        return False
+    return True
+
+
+def _shown(text: str) -> str:
+    """A cell's text as it goes in a message: quoted, with control characters escaped."""
+    return f"'{text}'" if text.isprintable() else repr(text)
+
+
+def _describe_field(text: str) -> str:
+    """Why a cell is not a plain integer, in a few words."""
     if not text:
         return "a blank cell"
-    if text.lower() in ("nan", "na", "null", "none"):
-        return f"'{text}' (a missing value)"
+    if text.lower() in _MISSING:
+        return f"{_shown(text)} (a missing value)"
     try:
         value = float(text)
     except ValueError:
-        return f"'{text}' (not a number)"
-    return f"'{text}' (not an integer)" if value != int(value) else f"'{text}'"
+        return f"{_shown(text)} (not a number)"
+    if value != value or value in (float("inf"), float("-inf")):
+        return f"{_shown(text)} (not a finite number)"
+    if value != int(value):
+        return f"{_shown(text)} (not a whole number)"
+    if not _SIGNED_INT_TEXT.fullmatch(text):
+        return f"{_shown(text)} (a decimal, as pandas writes a float column)"
+    return _shown(text)
 
 
-def _diagnose(path: Path, raw: bytes, names: list[str], lo_hi: list[tuple[int, int]]) -> str:
-    """Walk the data lines and describe the first bad one, or return ''."""
-    header = raw.split(b"\n", 1)[0].rstrip(b"\r")
-    for lineno, line in enumerate(raw.split(b"\n")[1:], start=2):
-        line = line.rstrip(b"\r")
-        if not line.strip():
-            continue                               # blank lines are skipped, as pandas does
-        if line == header:
-            return f"{path}, line {lineno}: the header row is repeated inside the data"
-        fields = line.split(b",")
-        if len(fields) != len(names):
-            return (f"{path}, line {lineno}: expected {len(names)} fields, "
-                    f"found {len(fields)} (a ragged row)")
-        for col, field in enumerate(fields):
-            lo, hi = lo_hi[col]
-            field = field.strip()
-            if _INT_FIELD.fullmatch(field) and lo <= int(field) <= hi:
-                continue
-            if field.startswith(b"-") and _INT_FIELD.fullmatch(field[1:]):
-                found = f"'{field.decode()}'"
-            else:
-                found = _describe_field(field)
-            return (f"{path}, line {lineno}, column {col + 1} ('{names[col]}'): "
-                    f"expected an integer {lo}-{hi}, found {found}")
+def _column_specs(has_index: bool, has_label: bool) -> list[tuple[int, int] | None]:
+    """(low, high) bounds per column; None for the index column (any integer)."""
+    return [None] * has_index + [(0, 9)] * has_label + [(0, 255)] * N_PIXELS
+
+
+def _describe_line(path: Path, lineno: int, line: bytes, header: bytes, names: list[str],
+                   specs: list[tuple], reason: str) -> str:
+    """Say what is wrong with one data line that the reader refused."""
+    if line == header:
+        return f"{path}, line {lineno}: the header row is repeated inside the data"
+    fields = line.split(b",")
+    if len(fields) != len(names):
+        hint = " (a trailing comma?)" if len(fields) == len(names) + 1 and \
+            not fields[-1].strip() else " (a ragged row)"
+        return f"{path}, line {lineno}: expected {len(names)} fields, found {len(fields)}{hint}"
+    for col, field in enumerate(fields):
+        text = field.decode("utf-8", "replace").strip(" \t")
+        if len(text) >= 2 and text[0] == text[-1] == '"':
+            text = text[1:-1]
+        bounds = specs[col]
+        if bounds is None and _SIGNED_INT_TEXT.fullmatch(text):
+            continue
+        if bounds and _INT_TEXT.fullmatch(text) and bounds[0] <= int(text) <= bounds[1]:
+            continue
+        expected = "an integer" if bounds is None else f"an integer {bounds[0]}-{bounds[1]}"
+        return (f"{path}, line {lineno}, column {col + 1} ('{names[col]}'): "
+                f"expected {expected}, found {_describe_field(text)}")
+    return f"{path}, line {lineno}: cannot read this line ({reason})"
+
+
+def _first_bad_line(path: Path, raw: bytes, names: list[str], has_index: bool,
+                    has_label: bool) -> str:
+    """Describe the first data line the reader refuses, or return '' when every
+    line reads on its own (so only blank lines were in the way)."""
+    layout = (len(names), has_index, has_label)
+    specs = _column_specs(has_index, has_label)
+    lines = raw.split(b"\n")
+    header = lines[0].rstrip(b"\r")
+    for start in range(1, len(lines), BLOCK_LINES):
+        block = lines[start:start + BLOCK_LINES]
+        kept = [line for line in block if line.strip()]
+        if not kept or _parses(b"\n".join(kept), layout):
+            continue
+        for lineno, line in enumerate(block, start=start + 1):
+            if not line.strip():
+                continue                       # blank lines are skipped, as pandas does
+            try:
+                _parse_rows(line, 0, *layout)
+            except ValueError as exc:
+                return _describe_line(path, lineno, line.rstrip(b"\r"), header, names,
+                                      specs, str(exc))
     return ""
 
 
-def read_digits_csv(path: str | Path, labelled: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read a Kaggle digits CSV.
+def parse_digits(path: Path, raw: bytes, labelled: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Parse the text of a Kaggle digits CSV read from `path` (named in messages).
 
     Returns images of shape (n_samples, 784), uint8, and labels of shape
     (n_samples,), int64 (None when `labelled` is False).
     """
-    import pandas as pd   # imported here: a run that skips ingest needn't pay for it
-
-    path = Path(path)
-    raw = _read_bytes(path)
-    if not raw.strip():
-        raise PipelineError(f"{path}: the file is empty (expected a header row and data rows)")
-    header = raw.split(b"\n", 1)[0].rstrip(b"\r")
+    if not _NON_BLANK.search(raw):
+        raise PipelineError(f"{path}: expected a header row and data rows, found an empty file")
+    end = raw.find(b"\n")
+    header = (raw if end < 0 else raw[:end]).rstrip(b"\r")
+    if b"\r" in header:
+        raise PipelineError(f"{path}, line 1: expected lines ending in \\n or \\r\\n, found "
+                            "lines ending in a bare \\r (old Mac line ends)")
     try:
         names = [n.strip().strip('"') for n in header.decode("utf-8").split(",")]
     except UnicodeDecodeError:
         raise PipelineError(f"{path}, line 1: expected a UTF-8 text header row") from None
     has_index, has_label = _check_header(path, names, labelled)
-    lo_hi = ([(0, 2**62)] if has_index else []) + ([(0, 9)] if has_label else []) \
-        + [(0, 255)] * N_PIXELS
+    if end < 0 or not _NON_BLANK.search(raw, end + 1):
+        raise PipelineError(f"{path}: expected data rows after the header, found none")
 
+    layout = (len(names), has_index, has_label)
     try:
-        table = pd.read_csv(io.BytesIO(raw), dtype=np.int32, header=0, engine="c")
-    except (ValueError, OverflowError, pd.errors.ParserError) as exc:
-        where = _diagnose(path, raw, names, lo_hi)
-        raise PipelineError(where or f"{path}: cannot parse as CSV ({exc})") from None
-    values = table.to_numpy()                                   # (N, n_columns) int32
-    if len(values) == 0:
-        raise PipelineError(f"{path}: found a header row but no data rows")
-    lows = np.array([lo for lo, _ in lo_hi[has_index:]], np.int64)
-    highs = np.array([hi for _, hi in lo_hi[has_index:]], np.int64)
-    body = values[:, int(has_index):]
-    if ((body < lows) | (body > highs)).any():
-        raise PipelineError(_diagnose(path, raw, names, lo_hi) or f"{path}: value out of range")
+        values = _parse_rows(raw, 1, *layout)                  # (N, n_columns)
+    except ValueError as exc:
+        where = _first_bad_line(path, raw, names, has_index, has_label)
+        if where:
+            raise PipelineError(where) from None
+        # Every line reads on its own: the reader only tripped on whitespace-only lines.
+        kept = b"\n".join(line for line in raw.split(b"\n")[1:] if line.strip())
+        try:
+            values = _parse_rows(kept, 0, *layout)
+        except ValueError:
+            raise PipelineError(f"{path}: cannot read as CSV ({exc})") from None
     if has_index:
         log.warning("%s: dropped a leading index column ('%s'), as written by pandas' to_csv",
                     path, names[0])
-    labels = body[:, 0].astype(np.int64) if has_label else None
-    images = np.ascontiguousarray(body[:, int(has_label):], dtype=np.uint8)
+    body = values[:, int(has_index):]
+    labels = body[:, 0].astype(np.int64) if has_label else None       # (N,)
+    images = np.ascontiguousarray(body[:, int(has_label):], dtype=np.uint8)  # (N, 784)
     return images, labels
+
+
+def read_digits_csv(path: str | Path, labelled: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a Kaggle digits CSV, plain or gzipped.
+
+    Returns images of shape (n_samples, 784), uint8, and labels of shape
+    (n_samples,), int64 (None when `labelled` is False).
+    """
+    path = Path(path)
+    return parse_digits(path, _read_bytes(path), labelled)
+
+
+def read_train_and_test(train: str | Path, test: str | Path
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read both CSVs, as a full ingest does: (train images (N, 784) uint8, train
+    labels (N,) int64, test images (M, 784) uint8).
+
+    The test file is read and gunzipped on a second thread while the train file
+    is parsed (zlib lets go of the GIL; the parser does not). A bad train file is
+    reported first.
+    """
+    train, test = Path(train), Path(test)
+    with ThreadPoolExecutor(1) as pool:
+        test_raw = pool.submit(_read_bytes, test)
+        images, labels = read_digits_csv(train, labelled=True)
+        test_images, _ = parse_digits(test, test_raw.result(), labelled=False)
+    return images, labels, test_images
 
 
 def run_train(csv_path: Path, images_out: Path, labels_out: Path) -> None:

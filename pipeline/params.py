@@ -16,6 +16,7 @@ from typing import Any, Callable
 import yaml
 
 from pipeline.errors import PipelineError
+from pipeline.schedule import KINDS
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,22 @@ SCHEMA: dict[str, Spec] = {
     "train.rms_decay": Spec("float", _open_unit, "a number in (0, 1)"),
     "train.eps": Spec("float", _positive, "a number > 0"),
     "train.l2": Spec("float", _non_negative, "a number >= 0"),
+    "train.schedule": Spec("choice", choices=KINDS),
+    "train.lr_min": Spec("float", _non_negative, "a number >= 0"),
+    "train.lr_step_epochs": Spec("int", _positive, "an integer >= 1"),
+    "train.lr_step_gamma": Spec("float", lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "train.augment_shift": Spec("float", _non_negative, "a number of pixels >= 0"),
+    "train.augment_rotate": Spec("float", lambda v: 0 <= v <= 180, "degrees in [0, 180]"),
+    "train.augment_scale": Spec("float", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "train.augment_shear": Spec("float", lambda v: 0 <= v < 90, "degrees in [0, 90)"),
+    "train.elastic_alpha": Spec("float", _non_negative, "a number >= 0"),
+    "train.elastic_sigma": Spec("float", _positive, "a number of pixels > 0"),
+    "train.input_dropout": Spec("float", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "train.max_norm": Spec("float", _non_negative, "a number >= 0 (0: no limit)"),
+    "train.keep_best": Spec("bool"),
+    "train.patience": Spec("int", _non_negative, "an integer >= 0 (0: no early stopping)"),
+    "train.members": Spec("int", _positive, "an integer >= 1"),
+    "train.all_rows": Spec("bool"),
     "predict.batch_size": Spec("int", _positive, "an integer >= 1"),
 }
 
@@ -78,8 +95,13 @@ def section(params: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _did_you_mean(key: str) -> str:
-    close = difflib.get_close_matches(key, SCHEMA, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    """A hint naming the known key(s) closest to a misspelt or misplaced one."""
+    leaf = key.rpartition(".")[2]
+    close = [k for k in SCHEMA if k.rpartition(".")[2] == leaf]   # right name, wrong section
+    close = close or difflib.get_close_matches(key, SCHEMA, n=1, cutoff=0.6)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(f"'{k}'" for k in close) + "?)"
 
 
 def _coerce(key: str, value: Any, where: str) -> Any:
@@ -125,18 +147,53 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise PipelineError(f"--set {text!r}: expected KEY=VALUE, such as train.epochs=5")
+        raise PipelineError(f"--set {text}: expected KEY=VALUE, such as train.epochs=5")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise PipelineError(f"--set {text!r}: the value is not valid YAML ({exc.problem})")
+        problem = getattr(exc, "problem", None) or "unreadable"
+        raise PipelineError(f"--set {text}: expected a YAML value after '=', found "
+                            f"{raw.strip()!r} ({problem})") from None
     return key, value
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> PipelineError:
+    mark = getattr(exc, "problem_mark", None)
+    at = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    return PipelineError(f"{path}{at}: invalid YAML: {problem}")
+
+
+def _key_lines(path: Path, node: yaml.Node, prefix: str = "") -> dict[str, int]:
+    """The line on which each dotted key is set; a key set twice is an error (PyYAML
+    would quietly keep the last one)."""
+    lines: dict[str, int] = {}
+    if not isinstance(node, yaml.MappingNode):
+        return lines
+    for key_node, value_node in node.value:
+        dotted = f"{prefix}{key_node.value}"
+        line = key_node.start_mark.line + 1
+        if dotted in lines:
+            raise PipelineError(f"{path}, line {line}: {dotted} is set twice "
+                                f"(first on line {lines[dotted]})")
+        lines[dotted] = line
+        lines.update(_key_lines(path, value_node, dotted + "."))
+    return lines
+
+
+def _unknown(where: str, key: str, value: Any) -> PipelineError:
+    if any(k.startswith(key + ".") for k in SCHEMA):
+        return PipelineError(f"{where}: expected the section '{key}' to hold keys such as "
+                             f"{next(k for k in SCHEMA if k.startswith(key + '.'))}, "
+                             f"found {value!r}")
+    return PipelineError(f"{where}: unknown key '{key}'{_did_you_mean(key)}")
 
 
 def load(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
     """Read a params file, apply `--set` overrides, and check every value.
 
     Returns a flat dict {dotted key: value} holding exactly the keys of SCHEMA.
+    Messages name the file and line (or the --set) a bad value came from.
     """
     path = Path(path)
     try:
@@ -147,30 +204,25 @@ def load(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
         raise PipelineError(f"{path}: cannot read the params file ({exc})") from None
     try:
         tree = yaml.safe_load(text)
+        lines = _key_lines(path, yaml.compose(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise PipelineError(f"{path}: invalid YAML{at}: {problem}") from None
+        raise _yaml_error(path, exc) from None
     if not isinstance(tree, dict):
-        raise PipelineError(f"{path}: expected a mapping of sections, found {type(tree).__name__}")
+        found = "an empty file" if tree is None else f"a {type(tree).__name__}"
+        raise PipelineError(f"{path}: expected a mapping of sections, found {found}")
 
     flat = flatten(tree)
+    origin = {key: f"{path}, line {lines[key]}" if key in lines else str(path) for key in flat}
     for key in flat:
         if key not in SCHEMA:
-            raise PipelineError(f"{path}: unknown key '{key}'{_did_you_mean(key)}")
+            raise _unknown(origin[key], key, flat[key])
     for text_ in overrides:
         key, value = parse_override(text_)
         if key not in SCHEMA:
-            raise PipelineError(f"--set {text_}: unknown key '{key}'{_did_you_mean(key)}")
-        flat[key] = value
+            raise _unknown(f"--set {text_}", key, value)
+        flat[key], origin[key] = value, f"--set {text_}"
     missing = [k for k in SCHEMA if k not in flat]
     if missing:
-        raise PipelineError(f"{path}: missing key(s) {', '.join(missing)}")
-
-    checked = {}
-    for key in SCHEMA:
-        where = f"--set {key}" if any(o.split("=")[0].strip() == key for o in overrides) \
-            else str(path)
-        checked[key] = _coerce(key, flat[key], where)
-    return checked
+        raise PipelineError(f"{path}: expected every key of the default params.yaml, "
+                            f"found no {', '.join(missing)}")
+    return {key: _coerce(key, flat[key], origin[key]) for key in SCHEMA}

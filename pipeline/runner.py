@@ -166,6 +166,7 @@ def run(params: dict, steps: list[Step], force: bool = False) -> list[str]:
     Returns the names of the steps that ran.
     """
     runner = Runner(params)
+    artifacts.remove_temporaries(Path(params["outputs"]) / RECORDS)
     chosen = {s.name for s in steps}
     ran = []
     for stage in dict.fromkeys(s.stage for s in steps):     # stage order, each once

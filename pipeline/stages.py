@@ -1,7 +1,7 @@
 """The ordered list of steps: what each reads, writes, and which params and code it uses.
 
 A stage is what the user names on the command line (ingest, preprocess, train,
-predict, submit). Ingest and preprocess each have a train part and a test part,
+predict, submit, report). Ingest and preprocess each have a train part and a test part,
 fingerprinted apart, so a new test.csv never retrains the network.
 """
 from __future__ import annotations
@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline import ingest, predict, preprocess, submit, train
+from pipeline import ingest, predict, preprocess, progress, report, submit, train
 from pipeline.params import SCHEMA, section
 
-STAGES = ("ingest", "preprocess", "train", "predict", "submit")
+STAGES = ("ingest", "preprocess", "train", "predict", "submit", "report")
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,11 @@ def artifact(params: dict, stage: str, filename: str) -> Path:
     return Path(params["outputs"]) / stage / filename
 
 
+def metrics_path(params: dict) -> Path:
+    """<outputs>/metrics.json: the validation metrics, where `dvc metrics show` looks."""
+    return Path(params["outputs"]) / "metrics.json"
+
+
 def _data(params: dict) -> tuple[Path, Path, bool]:
     return ingest.resolve_data(params["data.train"], params["data.test"], params["data.sample"])
 
@@ -52,6 +57,7 @@ _pre_train = _files("preprocess", "train_x", "train_y", "val_x", "val_y")
 _pre_test = _files("preprocess", "test_x")
 _train = _files("train", "model.npz", "history.csv", "metrics.json")
 _predict = _files("predict", "test_probs", "test_labels", "val_probs")
+_report = _files("report", *(f"{name}.png" for name in report.FIGURES), "index.html")
 
 # Every train.* param is fingerprinted, so a new one can never be silently ignored.
 TRAIN_KEYS = tuple(k for k in SCHEMA if k.startswith("train."))
@@ -60,11 +66,13 @@ STEPS: tuple[Step, ...] = (
     Step("ingest:train", "ingest", (), ("pipeline.ingest",),
          deps=lambda p: {"csv": _data(p)[0]},
          outs=_ingest_train,
-         run=lambda p, d, o: ingest.run_train(d["csv"], o["train_images"], o["train_labels"])),
+         run=lambda p, d, o: progress.shown(f"ingest {d['csv'].name}", ingest.run_train,
+                                            d["csv"], o["train_images"], o["train_labels"])),
     Step("ingest:test", "ingest", (), ("pipeline.ingest",),
          deps=lambda p: {"csv": _data(p)[1]},
          outs=_ingest_test,
-         run=lambda p, d, o: ingest.run_test(d["csv"], o["test_images"])),
+         run=lambda p, d, o: progress.shown(f"ingest {d['csv'].name}", ingest.run_test,
+                                            d["csv"], o["test_images"])),
     Step("preprocess:train", "preprocess", ("seed", "preprocess.val_fraction"),
          ("pipeline.preprocess",),
          deps=_ingest_train,
@@ -77,17 +85,28 @@ STEPS: tuple[Step, ...] = (
          outs=_pre_test,
          run=lambda p, d, o: preprocess.run_test(d["test_images"], o["test_x"])),
     Step("train", "train", ("seed",) + TRAIN_KEYS,
-         ("pipeline.train", "pipeline.network", "pipeline.optim"),
+         ("pipeline.train", "pipeline.network", "pipeline.optim", "pipeline.augment",
+          "pipeline.schedule"),
          deps=_pre_train,
          outs=_train,
          run=lambda p, d, o: train.run(d, o, seed=p["seed"], **section(p, "train"))),
-    Step("predict", "predict", ("predict.batch_size",), ("pipeline.predict", "pipeline.network"),
+    Step("predict", "predict", ("predict.batch_size",),
+         ("pipeline.predict", "pipeline.network", "pipeline.metrics"),
          deps=lambda p: {"model": _train(p)["model"], "test_x": _pre_test(p)["test_x"],
-                         "val_x": _pre_train(p)["val_x"]},
-         outs=_predict,
+                         "val_x": _pre_train(p)["val_x"], "val_y": _pre_train(p)["val_y"]},
+         outs=lambda p: {**_predict(p), "metrics": metrics_path(p)},
          run=lambda p, d, o: predict.run(d, o, batch_size=p["predict.batch_size"])),
     Step("submit", "submit", (), ("pipeline.submit",),
          deps=lambda p: {"test_labels": _predict(p)["test_labels"]},
          outs=lambda p: {"submission": Path(p["outputs"]) / "submission.csv"},
          run=lambda p, d, o: submit.run(d["test_labels"], o["submission"])),
+    # Last, so that a failure drawing figures never holds back the submission.
+    Step("report", "report", (), ("pipeline.report", "pipeline.metrics", "pipeline.predict"),
+         deps=lambda p: {"history": _train(p)["history"], "model": _train(p)["model"],
+                         "train_metrics": _train(p)["metrics"],
+                         "val_x": _pre_train(p)["val_x"], "val_y": _pre_train(p)["val_y"],
+                         "val_probs": _predict(p)["val_probs"],
+                         "test_labels": _predict(p)["test_labels"], "metrics": metrics_path(p)},
+         outs=_report,
+         run=lambda p, d, o: report.run(d, o)),
 )

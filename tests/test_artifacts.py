@@ -56,3 +56,9 @@ def test_npz_of_another_format_version_is_refused(tmp_path):
     np.savez(path, W1=np.zeros(2), format_version=np.array(artifacts.FORMAT_VERSION + 1))
     with pytest.raises(PipelineError, match="incompatible version"):
         artifacts.load_arrays(path, "train")
+
+
+def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
+    path = tmp_path / "index.html"
+    artifacts.write_text(path, "<html></html>")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~artifacts._UMASK

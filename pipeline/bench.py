@@ -1,0 +1,392 @@
+"""The speed benchmark: `python -m pipeline.bench` (`--help` for options).
+
+Measures, on Kaggle-sized data (../shared/data/digit-recognizer beside the project
+when present, else generated CSVs of the same shape), and prints one Markdown table
+row per figure:
+  - ingest: seconds to parse train.csv and test.csv, checks included;
+  - training: seconds per epoch of `train.fit` at the default batch size, the GFLOP/s
+    that achieves, and the same for a plain float32 matmul-only epoch of the same
+    shapes (the floor everything else is measured against);
+  - prediction: images per second;
+  - the same network, batch size, RMSprop, L2 and float32 in PyTorch on the CPU,
+    when it is installed (`pip install -r requirements-bench.txt`), side by side;
+  - the whole default `python run.py`: wall seconds and peak resident memory.
+
+The NumPy epochs are those of one `train.fit` run; after each, a matmul-only epoch
+and a PyTorch epoch run, so that load from other programs hits all three alike and
+the ratios come from one run. The first round warms up and is not counted.
+A benchmark, not a test: nothing here asserts a time.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import ingest, network, params as params_mod, preprocess, train
+from pipeline.optim import RMSprop
+
+ROOT = Path(__file__).resolve().parents[1]
+KAGGLE = ROOT.parent / "shared" / "data" / "digit-recognizer"
+KAGGLE_ROWS = (42000, 28000)        # labelled, test
+LIT_FRACTION = 0.19                 # share of non-zero pixels in an MNIST image
+
+
+# ---------------------------------------------------------------- data
+
+def find_csvs(folder: Path) -> tuple[Path, Path] | None:
+    """(train, test) in `folder`, plain or gzipped, or None when either is missing."""
+    found = []
+    for name in ("train", "test"):
+        paths = [folder / f"{name}.csv", folder / f"{name}.csv.gz"]
+        found.append(next((p for p in paths if p.is_file()), None))
+    return None if None in found else (found[0], found[1])
+
+
+def csv_bytes(table: np.ndarray) -> bytes:
+    """The rows of an integer table (R, C) with values 0-255 as CSV lines, built
+    with array operations (a Python loop over 55 million cells takes minutes)."""
+    v = table.ravel().astype(np.int64)
+    digits = 1 + (v >= 10) + (v >= 100)                  # characters in each value
+    ends = np.cumsum(digits + 1)                          # one past each value's separator
+    start = ends - digits - 1
+    out = np.full(int(ends[-1]), ord(","), np.uint8)
+    out[ends[table.shape[1] - 1::table.shape[1]] - 1] = ord("\n")
+    out[start + digits - 1] = ord("0") + v % 10
+    two, three = digits >= 2, digits == 3
+    out[(start + digits - 2)[two]] = ord("0") + v[two] // 10 % 10
+    out[start[three]] = ord("0") + v[three] // 100
+    return out.tobytes()
+
+
+def write_digits_csv(path: Path, images: np.ndarray, labels: np.ndarray | None) -> Path:
+    """Write images (N, 784) uint8, and labels (N,) when given, in Kaggle's format."""
+    header = (["label"] if labels is not None else []) + [f"pixel{i}" for i in range(784)]
+    with open(path, "wb") as f:
+        f.write((",".join(header) + "\n").encode())
+        for start in range(0, len(images), 4096):            # bounded memory
+            rows = images[start:start + 4096]
+            if labels is not None:
+                rows = np.column_stack([labels[start:start + 4096], rows])
+            f.write(csv_bytes(rows))
+    return path
+
+
+def generate_csvs(folder: Path, n_train: int, n_test: int,
+                  rng: np.random.Generator) -> tuple[Path, Path]:
+    """Kaggle-format train.csv and test.csv of random images, as sparse as MNIST's.
+    Their labels are random: the timings are real, an accuracy on them means nothing."""
+    def images(n):
+        lit = rng.random((n, 784)) < LIT_FRACTION
+        return (lit * rng.integers(1, 256, (n, 784))).astype(np.uint8)   # (n, 784)
+
+    return (write_digits_csv(folder / "train.csv", images(n_train), rng.integers(0, 10, n_train)),
+            write_digits_csv(folder / "test.csv", images(n_test), None))
+
+
+# ---------------------------------------------------------------- measurements
+
+def epoch_gflop(n: int, n_val: int, n_in: int, hidden: int, n_out: int = 10) -> float:
+    """GFLOP in the matrix products of one `train.fit` epoch: per training row,
+    X @ W1 and X.T @ dh (784 x H each) plus three of H x 10; per validation row,
+    the forward pass. A multiply-add counts as two."""
+    per_row = 2 * n_in * hidden + 3 * hidden * n_out
+    return 2 * (n * per_row + n_val * (n_in * hidden + hidden * n_out)) / 1e9
+
+
+def matmul_epoch(X: np.ndarray, X_val: np.ndarray, params: dict, batch_size: int,
+                 predict_rows: int = 4096) -> float:
+    """Seconds for the float32 matrix products of one epoch and nothing else: the
+    same shapes as `train.fit`, into preallocated arrays, on contiguous rows."""
+    W1, W2 = params["W1"], params["W2"]
+    h = np.empty((max(batch_size, predict_rows), W1.shape[1]), np.float32)
+    z = np.empty((len(h), W2.shape[1]), np.float32)
+    dh = np.empty_like(h)
+    gW1, gW2 = np.empty_like(W1), np.empty_like(W2)
+    started = time.perf_counter()
+    for start in range(0, len(X), batch_size):
+        xb = X[start:start + batch_size]
+        m = len(xb)
+        np.matmul(xb, W1, out=h[:m])                   # forward
+        np.matmul(h[:m], W2, out=z[:m])
+        np.matmul(h[:m].T, z[:m], out=gW2)             # backward
+        np.matmul(z[:m], W2.T, out=dh[:m])
+        np.matmul(xb.T, dh[:m], out=gW1)
+    for start in range(0, len(X_val), predict_rows):   # the epoch's validation pass
+        xb = X_val[start:start + predict_rows]
+        np.matmul(xb, W1, out=h[:len(xb)])
+        np.matmul(h[:len(xb)], W2, out=z[:len(xb)])
+    return time.perf_counter() - started
+
+
+class TorchNet:
+    """The same network, loss, optimizer and L2 as `train.fit`, in PyTorch on the CPU,
+    trained the way its documentation shows (nn.Linear, cross_entropy, backward,
+    optim.RMSprop), starting from the same float32 weights."""
+
+    def __init__(self, torch, params: dict, lr: float, rms_decay: float, eps: float, l2: float):
+        self.torch = torch
+        nn = torch.nn
+        n_in, hidden = params["W1"].shape
+        self.model = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(),
+                                   nn.Linear(hidden, params["W2"].shape[1]))
+        layers = (self.model[0], self.model[2])
+        with torch.no_grad():
+            for layer, w, b in zip(layers, ("W1", "W2"), ("b1", "b2")):
+                layer.weight.copy_(torch.from_numpy(params[w].T))   # nn.Linear keeps W.T
+                layer.bias.copy_(torch.from_numpy(params[b]))
+        # weight_decay adds l2 * W to a weight's gradient: the gradient of our penalty
+        # (l2 / 2) * sum(W**2). Biases are not penalised, so their group has none.
+        self.opt = torch.optim.RMSprop(
+            [{"params": [layer.weight for layer in layers], "weight_decay": l2},
+             {"params": [layer.bias for layer in layers], "weight_decay": 0.0}],
+            lr=lr, alpha=rms_decay, eps=eps)
+
+    def params(self) -> dict[str, np.ndarray]:
+        """The weights in network.py's layout, as NumPy arrays."""
+        first, second = self.model[0], self.model[2]
+        return {"W1": first.weight.detach().numpy().T, "b1": first.bias.detach().numpy(),
+                "W2": second.weight.detach().numpy().T, "b2": second.bias.detach().numpy()}
+
+    def step(self, xb, yb) -> tuple[float, int]:
+        """One RMSprop step on a batch of tensors; returns (mean loss, correct)."""
+        F = self.torch.nn.functional
+        logits = self.model(xb)
+        loss = F.cross_entropy(logits, yb)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return loss.item(), int((logits.argmax(dim=1) == yb).sum())
+
+    def epoch(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+              batch_size: int, rng: np.random.Generator) -> float:
+        """Seconds for one epoch as `train.fit` runs it: shuffled batches, the loss
+        and accuracy of each, then the validation loss and accuracy."""
+        torch = self.torch
+        Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+        Xv, yv = torch.from_numpy(X_val), torch.from_numpy(y_val)
+        started = time.perf_counter()
+        order = torch.from_numpy(rng.permutation(len(X)))
+        ce_sum, correct = 0.0, 0
+        for start in range(0, len(X), batch_size):
+            idx = order[start:start + batch_size]
+            loss, right = self.step(Xt[idx], yt[idx])
+            ce_sum += loss * len(idx)
+            correct += right
+        with torch.no_grad():
+            logits = self.model(Xv)
+            torch.nn.functional.cross_entropy(logits, yv).item()
+            int((logits.argmax(dim=1) == yv).sum())
+        return time.perf_counter() - started
+
+
+def time_run(train_csv: Path, test_csv: Path, workdir: Path,
+             env: dict) -> tuple[float, int, float | None, str]:
+    """Run the default `python run.py` on the CSVs with a fresh outputs folder.
+
+    Returns (wall seconds, its peak resident bytes, the validation accuracy it
+    reports or None, the last lines of its output when it failed, else '')."""
+    outputs, log = workdir / "outputs", workdir / "run.log"
+    cmd = [sys.executable, str(ROOT / "run.py"), "--quiet", "--set", f"data.train={train_csv}",
+           "--set", f"data.test={test_csv}", "--set", f"outputs={outputs}"]
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        child = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL)
+        # wait4 gives this child's own resource usage, whatever other children did.
+        _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)   # bytes / KiB
+    if child.returncode != 0:
+        return wall, peak, None, "\n".join(log.read_text().splitlines()[-5:])
+    accuracy = None
+    for metrics in (outputs / "metrics.json", outputs / "train" / "metrics.json"):
+        if metrics.is_file():
+            accuracy = json.loads(metrics.read_text()).get("val_accuracy")
+            break
+    return wall, peak, accuracy, ""
+
+
+# ---------------------------------------------------------------- reporting
+
+def row(figure: str, value: str, detail: str = "") -> None:
+    """Print one figure as a Markdown table row, ready to paste into the README."""
+    print(f"| {figure} | {value} | {detail} |", flush=True)
+
+
+def spread(times: list[float]) -> str:
+    return f"median of {len(times)}, range {min(times):.3f}-{max(times):.3f} s"
+
+
+def machine(threads: int, torch) -> str:
+    """One line naming the CPU, the core count and the libraries."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    blas = ""
+    with contextlib.suppress(ImportError):
+        from threadpoolctl import threadpool_info
+        info = next((i for i in threadpool_info() if i["user_api"] == "blas"), None)
+        if info:
+            blas = f" ({info['internal_api']} {info['version']}, {info.get('architecture', '')})"
+    if os.environ.get("OPENBLAS_CORETYPE"):      # overrides OpenBLAS's choice of kernels
+        blas += f", OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']}"
+    return (f"{cpu}, {os.cpu_count()} cores, {threads} threads; Python "
+            f"{platform.python_version()}, NumPy {np.__version__}{blas}"
+            + (f", PyTorch {torch.__version__}" if torch else ", no PyTorch"))
+
+
+def limit_threads(threads: int) -> contextlib.AbstractContextManager:
+    """Cap the BLAS and OpenMP pools of this process at `threads` (threadpoolctl,
+    an optional extra; without it only the run.py child is capped, through its
+    environment)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print(f"note: threadpoolctl is not installed, so NumPy in this process uses its "
+              f"default thread count (pip install -r requirements-bench.txt)", flush=True)
+        return contextlib.nullcontext()
+    return threadpool_limits(threads)
+
+
+# ---------------------------------------------------------------- main
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=KAGGLE,
+                        help="folder with train.csv and test.csv, plain or .gz "
+                             "(default: %(default)s; generated data when absent)")
+    parser.add_argument("--generate", type=int, nargs=2, metavar=("TRAIN", "TEST"),
+                        help="use generated data of these row counts instead")
+    parser.add_argument("--threads", type=int, default=_cores(),
+                        help="BLAS and PyTorch threads (default: this machine's %(default)s)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="training epochs timed for each contender (default: %(default)s)")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    parser.add_argument("--no-run", action="store_true", help="skip timing `python run.py`")
+    args = parser.parse_args(argv)
+    if args.threads < 1 or args.repeats < 1:
+        parser.error("--threads and --repeats must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch = None
+    if not args.no_torch:
+        with contextlib.suppress(ImportError):
+            import torch
+            torch.set_num_threads(args.threads)
+    p = params_mod.load(ROOT / "params.yaml")
+    hp = {k: p[f"train.{k}"] for k in ("hidden", "batch_size", "lr", "rms_decay", "eps", "l2")}
+    env = {**os.environ, **{v: str(args.threads) for v in (
+        "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
+
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, limit_threads(args.threads):
+        tmp = Path(tmp)
+        csvs = None if args.generate else find_csvs(args.data)
+        if csvs is None:
+            n_train, n_test = args.generate or KAGGLE_ROWS
+            csvs = generate_csvs(tmp, n_train, n_test, np.random.default_rng(0))
+            source = f"generated, {n_train} labelled + {n_test} test rows, random labels"
+        else:
+            source = str(csvs[0].parent)
+        print(f"machine: {machine(args.threads, torch)}")
+        print(f"data: {source}")
+        print("| figure | value | detail |\n|---|---|---|", flush=True)
+
+        started = time.perf_counter()
+        images, labels = ingest.read_digits_csv(csvs[0], labelled=True)
+        train_s = time.perf_counter() - started
+        test_images, _ = ingest.read_digits_csv(csvs[1], labelled=False)
+        ingest_s = time.perf_counter() - started
+        row("ingest, train.csv + test.csv", f"{ingest_s:.2f} s",
+            f"{len(images)} + {len(test_images)} rows; train {train_s:.2f} s, "
+            f"test {ingest_s - train_s:.2f} s")
+
+        train_idx, val_idx = preprocess.stratified_split(
+            labels, p["preprocess.val_fraction"], np.random.default_rng([p["seed"], 1]))
+        X, y = preprocess.scale(images[train_idx]), labels[train_idx]          # (N, 784)
+        X_val, y_val = preprocess.scale(images[val_idx]), labels[val_idx]
+        X_test = preprocess.scale(test_images)
+        del images, test_images
+        gflop = epoch_gflop(len(X), len(X_val), X.shape[1], hp["hidden"])
+        init = network.init_params(np.random.default_rng(0), X.shape[1], hp["hidden"], 10)
+        contender = TorchNet(torch, init, hp["lr"], hp["rms_decay"], hp["eps"], hp["l2"]) \
+            if torch else None
+
+        times = {"numpy": [], "matmul": [], "torch": []}
+        rng = np.random.default_rng(1)
+
+        def between_epochs(history_row: dict) -> None:
+            """After each NumPy epoch, a matmul-only and a PyTorch one: taken in turns."""
+            mm = matmul_epoch(X, X_val, init, hp["batch_size"])
+            tt = contender.epoch(X, y, X_val, y_val, hp["batch_size"], rng) if torch else 0.0
+            if history_row["epoch"] > 1:                 # the first round warms up, uncounted
+                times["numpy"].append(history_row["seconds"])
+                times["matmul"].append(mm)
+                times["torch"].append(tt)
+
+        fitted, _ = train.fit(X, y, X_val, y_val, epochs=args.repeats + 1, rng=rng,
+                              on_epoch=between_epochs, **hp)
+        med = {k: float(np.median(v)) for k, v in times.items()}
+        batch = hp["batch_size"]
+        row(f"training, s/epoch (batch {batch})", f"{med['numpy']:.3f} s",
+            f"{len(X)} rows + {len(X_val)} validation; {spread(times['numpy'])}")
+        row("training, GFLOP/s", f"{gflop / med['numpy']:.0f}",
+            f"{gflop:.1f} GFLOP of matrix products per epoch")
+        row("matmul-only epoch, same shapes", f"{med['matmul']:.3f} s",
+            f"{gflop / med['matmul']:.0f} GFLOP/s; {spread(times['matmul'])}")
+        row("training / matmul-only", f"{med['numpy'] / med['matmul']:.2f}x", "target <= 2.5x")
+        if torch:
+            row(f"PyTorch {torch.__version__}, s/epoch (batch {batch})", f"{med['torch']:.3f} s",
+                f"same network, RMSprop, L2, float32; {spread(times['torch'])}")
+            row("training / PyTorch", f"{med['numpy'] / med['torch']:.2f}x",
+                f"{args.threads} threads each; target <= 0.5x")
+        elif not args.no_torch:
+            row("PyTorch comparison", "skipped",
+                "not installed: pip install -r requirements-bench.txt")
+
+        pred_times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            network.predict_proba(fitted, X_test, p["predict.batch_size"]).argmax(axis=1)
+            pred_times.append(time.perf_counter() - started)
+        best = float(np.median(pred_times))
+        row("prediction, images/s", f"{len(X_test) / best:,.0f}",
+            f"{len(X_test)} test images in {best:.3f} s (median of 3)")
+
+        if not args.no_run:
+            wall, peak, accuracy, failure = time_run(csvs[0], csvs[1], tmp, env)
+            if failure:
+                row("`python run.py`", "failed", failure.replace("\n", " / "))
+                return 1
+            shown = f"validation accuracy {100 * accuracy:.2f}%" if accuracy is not None else ""
+            row("`python run.py`, wall", f"{wall:.1f} s", "default params.yaml; " + shown)
+            row("`python run.py`, peak RSS", f"{peak / 2**20:.0f} MiB", "")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

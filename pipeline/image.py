@@ -1,0 +1,155 @@
+"""`python run.py predict-image PATH...`: classify the user's own digit images.
+
+An image is prepared the way MNIST's digits were: grey levels, light ink on a
+dark ground (inverted when the ground is light), cropped to the ink, scaled to
+fit a 20x20 box keeping its aspect, and placed in a 28x28 field with its centre
+of mass at the centre. The trained model then gives its three likeliest classes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pipeline import predict, preprocess
+from pipeline.errors import PipelineError
+
+SIDE = 28              # the field MNIST digits live in
+BOX = 20               # the box the digit is scaled to fit
+CENTRE = 14.0          # where MNIST puts the centre of mass (row and column, 0-based)
+NOISE_FLOOR = 0.15     # ink fainter than this, relative to the darkest stroke, is paper
+STROKE = 2.0           # MNIST's median stroke width in the 20x20 box, in pixels (ink > 0.5)
+
+
+def read_grey(path: Path) -> np.ndarray:
+    """An image file as grey levels (H, W) float32 in [0, 1]; transparent parts
+    count as white paper. Raises PipelineError naming the file when unreadable."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)          # phone photos carry their rotation
+            if img.mode in ("I", "I;16", "I;16B", "I;16L"):
+                wide = np.asarray(img, dtype=np.float32)
+                return wide / (65535.0 if wide.max() > 255 else 255.0)
+            if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+                rgba = img.convert("RGBA")
+                paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(paper, rgba)
+            grey = np.asarray(img.convert("L"), dtype=np.float32)   # (H, W)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise PipelineError(f"{path}: expected an image file, found a directory") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise PipelineError(f"{path}: cannot read as an image (expected PNG or JPEG; "
+                            f"{exc.__class__.__name__})") from None
+    return grey / 255.0
+
+
+def ink(grey: np.ndarray) -> np.ndarray:
+    """Grey levels (H, W) -> ink (H, W) in [0, 1]: 1 where the stroke is strongest,
+    0 on the paper, whichever of the two is the lighter."""
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    ground = float(np.median(border))    # the border is mostly paper, even if ink touches it
+    strokes = grey - ground if ground < 0.5 else ground - grey
+    peak = float(strokes.max())
+    if peak < 0.1:
+        return np.zeros_like(grey)
+    # Soft threshold: paper texture and JPEG noise go to 0, strokes keep their grey edges.
+    return np.clip((strokes / peak - NOISE_FLOOR) / (1 - NOISE_FLOOR), 0.0, 1.0)
+
+
+def _resize(a: np.ndarray, size: tuple[int, int], how: Image.Resampling) -> np.ndarray:
+    """Resize a float image (h, w) to `size` = (width, height) with Pillow."""
+    return np.asarray(Image.fromarray(np.ascontiguousarray(a, dtype=np.float32)).resize(size, how))
+
+
+def _max_filter(a: np.ndarray, k: int) -> np.ndarray:
+    """Grey dilation of `a` (h, w) by a k x k square: each pixel takes its window's max."""
+    lo, hi = k // 2, k - 1 - k // 2
+    padded = np.pad(a, ((lo, hi), (lo, hi)))
+    rows = sliding_window_view(padded, k, axis=0).max(axis=-1)      # (h, w + k - 1)
+    return sliding_window_view(rows, k, axis=1).max(axis=-1)        # (h, w)
+
+
+def stroke_width(strokes: np.ndarray) -> float:
+    """Mean stroke width in pixels: for a stroke of width w and length L the area
+    is about w*L and the outline about 2*L, so w = 2 * area / outline."""
+    mask = strokes > 0.5
+    outline = (np.count_nonzero(mask[1:] != mask[:-1])
+               + np.count_nonzero(mask[:, 1:] != mask[:, :-1]))
+    return 2.0 * np.count_nonzero(mask) / max(outline, 1)
+
+
+def fit_box(strokes: np.ndarray, box: int = BOX) -> np.ndarray:
+    """Crop ink (H, W) to its bounding box and resize it so the longer side is
+    `box` pixels, keeping the aspect ratio. Returns (h, w) with max(h, w) == box.
+
+    Strokes thinner than MNIST's pen (a fine pen on a big page would shrink to a
+    faint hairline) are first thickened to about STROKE pixels at the final scale.
+    """
+    rows = np.flatnonzero(strokes.any(axis=1))
+    cols = np.flatnonzero(strokes.any(axis=0))
+    crop = strokes[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]      # (h, w)
+    work = 8 * box                                                  # keeps the dilation cheap
+    if max(crop.shape) > work:
+        shrink = work / max(crop.shape)
+        crop = _resize(crop, (max(1, round(crop.shape[1] * shrink)),
+                              max(1, round(crop.shape[0] * shrink))), Image.Resampling.BOX)
+        crop = crop / crop.max()                    # a hairline averages to faint grey
+    grow = round(STROKE * max(crop.shape) / box - stroke_width(crop))
+    if grow >= 2:
+        crop = _max_filter(crop, grow + 1)          # a k x k max widens strokes by k - 1
+    h, w = crop.shape
+    scale = box / max(h, w)
+    # Pillow widens its filter when shrinking, so this averages like MNIST's anti-aliasing.
+    resized = _resize(crop, (max(1, round(w * scale)), max(1, round(h * scale))),
+                      Image.Resampling.LANCZOS)
+    return np.clip(resized, 0.0, 1.0)
+
+
+def centre_by_mass(digit: np.ndarray, side: int = SIDE) -> np.ndarray:
+    """Place `digit` (h, w) in a (side, side) field so that its centre of mass
+    falls on pixel (CENTRE, CENTRE), to the nearest pixel, as in MNIST."""
+    h, w = digit.shape
+    mass = digit.sum()
+    r = float((digit.sum(axis=1) * np.arange(h)).sum() / mass)
+    c = float((digit.sum(axis=0) * np.arange(w)).sum() / mass)
+    top = int(np.clip(round(CENTRE - r), 0, side - h))
+    left = int(np.clip(round(CENTRE - c), 0, side - w))
+    field = np.zeros((side, side), np.float32)
+    field[top:top + h, left:left + w] = digit
+    return field
+
+
+def prepare(grey: np.ndarray, where: str = "image") -> np.ndarray:
+    """Grey levels (H, W) in [0, 1] -> one MNIST-style row (784,) float32, scaled
+    exactly as the preprocess stage scales training images."""
+    strokes = ink(grey)
+    if not strokes.any():
+        raise PipelineError(f"{where}: found no digit (the image is one flat shade)")
+    field = centre_by_mass(fit_box(strokes))                         # (28, 28)
+    pixels = np.round(field * 255).astype(np.uint8).reshape(1, SIDE * SIDE)
+    return preprocess.scale(pixels)[0]                               # (784,)
+
+
+def classify(model_path: Path, paths: list[Path], batch_size: int = 4096,
+             k: int = 3) -> list[list[tuple[int, float]]]:
+    """The `k` likeliest (class, probability) pairs for each image in `paths`."""
+    nets = predict.load_model(model_path)
+    X = np.stack([prepare(read_grey(p), str(p)) for p in paths])    # (n, 784)
+    n_in = nets[0]["W1"].shape[0]
+    if n_in != X.shape[1]:
+        raise PipelineError(f"{model_path} expects {n_in} inputs, not {X.shape[1]} "
+                            "(28x28 images): retrain with `python run.py --force`")
+    probs = predict.ensemble_proba(nets, X, batch_size)             # (n, 10)
+    best = np.argsort(-probs, axis=1, kind="stable")[:, :k]         # (n, k)
+    return [[(int(c), float(probs[i, c])) for c in row] for i, row in enumerate(best)]
+
+
+def describe(path: Path, top: list[tuple[int, float]]) -> str:
+    """One output line: the path, then each class with its probability, rounded
+    down so that 99.97% does not read as a certain 100.0%."""
+    return f"{path}: " + "  ".join(f"{c} ({np.floor(1000 * p) / 10:.1f}%)" for c, p in top)

@@ -1,0 +1,98 @@
+"""Augmentation: shapes, dtype, range, reproducibility, and the geometry of the warp."""
+import numpy as np
+import pytest
+
+from conftest import sample_rows
+from pipeline.augment import Augmenter, smoothing_basis, warp
+
+SIDE = 28
+EVERYTHING = dict(shift=2, rotate=15, scale=0.15, shear=10, elastic_alpha=34, elastic_sigma=4)
+
+
+@pytest.fixture(scope="module")
+def digits() -> np.ndarray:
+    """20 real digits (20, 784), float32 in [0, 1]."""
+    rows = [line.split(",")[1:] for line in sample_rows("train.csv.gz", 20)[1:]]
+    return np.array(rows, np.float32) / 255
+
+
+def grid(n: int) -> np.ndarray:
+    """The whole-pixel sampling points (2, n, 784) of the unchanged images."""
+    rows, cols = np.mgrid[0:SIDE, 0:SIDE]
+    return np.stack([np.broadcast_to(c.ravel().astype(np.float32), (n, SIDE * SIDE))
+                     for c in (cols, rows)])
+
+
+@pytest.mark.parametrize("options", [dict(shift=3), dict(rotate=30), dict(scale=0.2),
+                                     dict(shear=20), dict(elastic_alpha=34), EVERYTHING])
+def test_augmentation_keeps_shape_dtype_and_range(digits, options):
+    out = Augmenter(SIDE, **options)(digits, np.random.default_rng(0))
+    assert out.shape == digits.shape and out.dtype == np.float32
+    # Bilinear sampling mixes pixels with weights that sum to one, zeros outside.
+    assert out.min() >= 0 and out.max() <= 1 + 1e-6
+    assert not np.array_equal(out, digits)
+    # A digit is still a digit: most of its ink is kept.
+    assert 0.7 < out.sum() / digits.sum() < 1.3
+
+
+def test_augmentation_is_reproducible_under_a_seed(digits):
+    augment = Augmenter(SIDE, **EVERYTHING)
+    a = augment(digits, np.random.default_rng(7))
+    b = augment(digits, np.random.default_rng(7))
+    c = augment(digits, np.random.default_rng(8))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_each_image_gets_its_own_distortion(digits):
+    same = np.repeat(digits[:1], 4, axis=0)
+    out = Augmenter(SIDE, **EVERYTHING)(same, np.random.default_rng(0))
+    assert len({row.tobytes() for row in out}) == 4
+
+
+def test_the_identity_transform_leaves_images_unchanged(digits):
+    augment = Augmenter(SIDE)
+    assert not augment.active
+    np.testing.assert_array_equal(augment(digits, np.random.default_rng(0)), digits)
+    np.testing.assert_array_equal(warp(digits, grid(len(digits)), SIDE), digits)
+
+
+def test_warp_shifts_and_turns_by_whole_pixels(digits):
+    images = digits.reshape(-1, SIDE, SIDE)
+    x, y = grid(len(digits))
+    shifted = warp(digits, np.stack([x + 1, y]), SIDE).reshape(-1, SIDE, SIDE)
+    np.testing.assert_array_equal(shifted[:, :, :-1], images[:, :, 1:])   # reads one to the right
+    assert (shifted[:, :, -1] == 0).all()                                # outside reads zero
+    turned = warp(digits, np.stack([SIDE - 1 - x, SIDE - 1 - y]), SIDE)
+    np.testing.assert_array_equal(turned.reshape(-1, SIDE, SIDE), images[:, ::-1, ::-1])
+
+
+def test_warp_interpolates_between_pixels():
+    image = np.zeros((1, SIDE * SIDE), np.float32)
+    image[0, 5 * SIDE + 5], image[0, 5 * SIDE + 6] = 1.0, 0.5
+    x, y = grid(1)
+    half = warp(image, np.stack([x + 0.25, y]), SIDE).reshape(SIDE, SIDE)
+    assert half[5, 5] == pytest.approx(0.875) and half[5, 4] == pytest.approx(0.25)
+
+
+def test_low_rank_fields_have_the_covariance_of_smoothed_noise():
+    sigma = 4.0
+    kernel = np.exp(-0.5 * (np.arange(-SIDE, SIDE + 1) / sigma) ** 2)
+    kernel /= kernel.sum()
+    # Smoothing each unit impulse gives the columns of the smoothing matrix G.
+    G = np.stack([np.convolve(np.eye(SIDE)[i], kernel)[SIDE:2 * SIDE] for i in range(SIDE)], 1)
+    L = smoothing_basis(SIDE, sigma)
+    assert L.shape[1] < 10                                    # far fewer than 28 numbers a side
+    np.testing.assert_allclose(L @ L.T, G @ G.T, atol=1e-3 * (G @ G.T).max())
+
+
+def test_elastic_displacements_have_the_expected_size():
+    # Noise uniform in [-1, 1] smoothed by a unit-sum Gaussian of width sigma has, far
+    # from the edges, a standard deviation near sqrt(1/3 / (4 pi sigma**2)).
+    alpha, sigma = 10.0, 4.0
+    points = Augmenter(SIDE, elastic_alpha=alpha, elastic_sigma=sigma).sample_points(
+        4000, np.random.default_rng(0))
+    x, _ = grid(1)
+    centre = (SIDE // 2) * SIDE + SIDE // 2
+    spread = (points[0, :, centre] - x[0, centre]).std()
+    assert spread == pytest.approx(alpha * np.sqrt(1 / 3 / (4 * np.pi * sigma ** 2)), rel=0.1)

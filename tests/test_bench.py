@@ -1,0 +1,68 @@
+"""The speed benchmark, on tiny generated data: it runs and reports every figure.
+No timing is asserted: times on a shared machine prove nothing."""
+import re
+
+import numpy as np
+import pytest
+
+from pipeline import bench, ingest, network
+from pipeline.optim import RMSprop
+
+
+def test_generated_csvs_read_back_exactly(tmp_path, rng):
+    images = rng.integers(0, 256, (30, 784)).astype(np.uint8)
+    images[0, :6] = [0, 9, 10, 99, 100, 255]            # every digit count
+    labels = rng.integers(0, 10, 30)
+    path = bench.write_digits_csv(tmp_path / "train.csv", images, labels)
+    back, back_labels = ingest.read_digits_csv(path, labelled=True)
+    np.testing.assert_array_equal(back, images)
+    np.testing.assert_array_equal(back_labels, labels)
+    train_csv, test_csv = bench.generate_csvs(tmp_path, 40, 15, rng)
+    assert ingest.read_digits_csv(train_csv, labelled=True)[0].shape == (40, 784)
+    test_images, _ = ingest.read_digits_csv(test_csv, labelled=False)
+    assert test_images.shape == (15, 784) and 0.1 < (test_images > 0).mean() < 0.3
+
+
+def test_epoch_gflop_counts_the_matrix_products():
+    # One row: X @ W1 and X.T @ dh (784 x 256 each) and three 256 x 10 products, 2 FLOP a MAC.
+    assert bench.epoch_gflop(1, 0, 784, 256) == pytest.approx(2 * (2 * 784 * 256 + 3 * 2560) / 1e9)
+    assert bench.epoch_gflop(0, 1, 784, 256) == pytest.approx(2 * (784 * 256 + 2560) / 1e9)
+    assert 34 < bench.epoch_gflop(42000, 0, 784, 256) < 35      # the issue's "about 35"
+
+
+def test_bench_reports_every_figure(capsys):
+    assert bench.main(["--generate", "300", "100", "--repeats", "1", "--no-torch",
+                       "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "generated, 300 labelled + 100 test rows" in out
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| (.+?) \| (.+?) \|", out, re.M)}
+    number = r"[\d,]+(\.\d+)?"
+    for figure, unit in [("ingest, train.csv + test.csv", " s"),
+                         ("training, s/epoch (batch 128)", " s"), ("training, GFLOP/s", ""),
+                         ("matmul-only epoch, same shapes", " s"),
+                         ("training / matmul-only", "x"), ("prediction, images/s", ""),
+                         ("`python run.py`, wall", " s"), ("`python run.py`, peak RSS", " MiB")]:
+        assert re.fullmatch(number + unit, rows.get(figure, "")), (figure, out)
+    assert float(rows["`python run.py`, peak RSS"].split()[0]) > 10
+    assert not any("PyTorch" in k for k in rows)
+
+
+def test_pytorch_contender_takes_the_same_step_as_ours(rng):
+    """The comparison is only fair if PyTorch does the same work: from the same
+    weights, two steps on the same batches must give the same weights (the second
+    step's size depends on the gradients' magnitudes, not just their signs)."""
+    torch = pytest.importorskip("torch")
+    params = network.init_params(rng, 20, 8, 10)
+    params["b1"] += rng.normal(0, 0.1, 8).astype(np.float32)
+    theirs = bench.TorchNet(torch, params, lr=0.01, rms_decay=0.9, eps=1e-8, l2=0.1)
+    ours = RMSprop(params, lr=0.01, decay=0.9, eps=1e-8)
+    for _ in range(2):
+        X = rng.random((16, 20), dtype=np.float32)
+        y = rng.integers(0, 10, 16)
+        loss, _ = theirs.step(torch.from_numpy(X), torch.from_numpy(y))
+        probs, h = network.forward(params, X)
+        assert loss == pytest.approx(network.cross_entropy(probs, y), rel=1e-5)
+        ours.step(params, network.backward(params, X, h, probs, y, l2=0.1))
+    for name, value in theirs.params().items():
+        np.testing.assert_allclose(value, params[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    assert theirs.epoch(X, y, X[:4], y[:4], batch_size=5, rng=rng) > 0

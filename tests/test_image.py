@@ -1,0 +1,149 @@
+"""predict-image: MNIST-style preparation of the user's own images, and the command."""
+import re
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from conftest import make_params, run_cli, sample_rows
+from pipeline import artifacts, image, predict
+from pipeline.errors import PipelineError
+
+
+def sample_digits(n):
+    """(images (n, 28, 28) uint8, labels (n,)) from the bundled sample."""
+    rows = np.array([[int(v) for v in line.split(",")]
+                     for line in sample_rows("train.csv.gz", n)[1:]])
+    return rows[:, 1:].reshape(-1, 28, 28).astype(np.uint8), rows[:, 0]
+
+
+def render(digit, path, scale=1, invert=False, pad=(0, 0, 0, 0), mode="L", thin=0):
+    """Write an MNIST digit as an image file: enlarged, inverted to dark ink on
+    light paper, with a margin (top, bottom, left, right) or thinned strokes."""
+    img = Image.fromarray(digit).resize((28 * scale, 28 * scale), Image.Resampling.BICUBIC)
+    if thin:
+        img = img.point(lambda v: 255 if v > 128 else 0).filter(ImageFilter.MinFilter(thin))
+    a = np.asarray(img)
+    a = np.pad(a, ((pad[0], pad[1]), (pad[2], pad[3])))
+    if invert:
+        a = 255 - a
+    Image.fromarray(a).convert(mode).save(path)
+    return path
+
+
+def correlation(a, b):
+    """Correlation of two 28x28 images at the best shift of at most one pixel: centring
+    to the nearest pixel may round a centre of mass the other way than MNIST did."""
+    a, b = a.reshape(28, 28), b.reshape(28, 28)
+    return max(float(np.corrcoef(np.roll(a, (dr, dc), (0, 1)).ravel(), b.ravel())[0, 1])
+               for dr in (-1, 0, 1) for dc in (-1, 0, 1))
+
+
+def test_prepare_reproduces_mnist_digits_from_any_size_and_polarity(tmp_path):
+    digits, _ = sample_digits(20)
+    similar = []
+    for i, digit in enumerate(digits):
+        original = digit.reshape(-1) / 255.0
+        cases = [render(digit, tmp_path / f"{i}.png"),
+                 render(digit, tmp_path / f"{i}-big.png", scale=5, invert=True,
+                        pad=(40, 10, 90, 5), mode="RGB"),
+                 render(digit, tmp_path / f"{i}.jpg", scale=3, invert=True, mode="RGB")]
+        for path in cases:
+            x = image.prepare(image.read_grey(path), str(path))
+            assert x.shape == (784,) and x.dtype == np.float32
+            similar.append(correlation(x, original))
+            # Thin originals come back widened to MNIST's median stroke: close, not equal.
+            assert similar[-1] > 0.75, path
+        assert similar[-3] > 0.98                               # the 28x28 PNG as it was
+    assert np.mean(similar) > 0.93
+
+
+def test_centre_of_mass_lands_mid_field_and_the_digit_fits_20x20(rng):
+    strokes = np.zeros((300, 120))
+    strokes[20:280, 30:110] = 1.0                             # a tall block, off-centre
+    digit = image.fit_box(strokes)
+    assert digit.shape == (20, 6)                             # 260 x 80 becomes 20 x 6
+    field = image.centre_by_mass(digit)
+    rows, cols = np.indices(field.shape)
+    r, c = (rows * field).sum() / field.sum(), (cols * field).sum() / field.sum()
+    assert abs(r - 14) <= 0.5 and abs(c - 14) <= 0.5
+
+
+def test_thin_strokes_are_thickened_to_mnist_width(tmp_path, monkeypatch):
+    digits, _ = sample_digits(10)
+    greys = [image.read_grey(render(d, tmp_path / f"{i}.png", scale=10, invert=True, thin=9))
+             for i, d in enumerate(digits)]
+    thick = [image.prepare(g).reshape(28, 28) for g in greys]
+    monkeypatch.setattr(image, "STROKE", 0.0)                 # no thickening
+    thin = [image.prepare(g).reshape(28, 28) for g in greys]
+    assert all(1.5 < image.stroke_width(x) < 3.0 for x in thick)
+    assert np.median([image.stroke_width(x) for x in thin]) < 1.2
+    similar = lambda xs: np.mean([correlation(x, d / 255.0) for x, d in zip(xs, digits)])
+    assert similar(thick) > similar(thin) + 0.03 and similar(thick) > 0.9
+
+
+def test_transparent_png_reads_as_ink_on_white(tmp_path):
+    rgba = np.zeros((60, 60, 4), np.uint8)                   # transparent black everywhere
+    rgba[10:50, 28:33] = (0, 0, 0, 255)                      # an opaque black stroke
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "one.png")
+    grey = image.read_grey(tmp_path / "one.png")
+    assert grey[0, 0] == 1.0 and grey[30, 30] == 0.0
+    x = image.prepare(grey).reshape(28, 28)
+    assert x[14, 14] > 0.9 and x[0, 0] == 0
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not an image at all", r"bad\.png: cannot read as an image \(expected PNG or JPEG"),
+    (None, r"missing\.png: file not found"),
+])
+def test_unreadable_files_are_named(tmp_path, content, message):
+    path = tmp_path / ("bad.png" if content else "missing.png")
+    if content:
+        path.write_bytes(content)
+    with pytest.raises(PipelineError, match=message):
+        image.read_grey(path)
+
+
+def test_a_blank_image_has_no_digit(tmp_path):
+    Image.new("L", (50, 40), 200).save(tmp_path / "blank.png")
+    with pytest.raises(PipelineError, match=r"blank\.png: found no digit"):
+        image.prepare(image.read_grey(tmp_path / "blank.png"), str(tmp_path / "blank.png"))
+
+
+def test_predict_image_command_agrees_with_the_model_on_the_original(tmp_path, tiny_csvs):
+    params = make_params(tmp_path, *tiny_csvs)
+    sets = [f"--set=data.train={params['data.train']}", f"--set=data.test={params['data.test']}",
+            "--set=data.sample=null", f"--set=outputs={params['outputs']}",
+            "--set=train.epochs=8"]
+    done = run_cli(*sets, "ingest", "preprocess", "train")
+    assert done.returncode == 0, done.stderr
+    nets = predict.members(artifacts.load_arrays(tmp_path / "outputs" / "train" / "model.npz"))
+    digits, labels = sample_digits(60)
+    probs = predict.ensemble_proba(nets, digits.reshape(60, -1) / np.float32(255), 4096)
+    # Digits the model is sure of, so that a faithful preparation keeps the answer.
+    sure = np.argsort(-probs.max(axis=1))[:4]
+    paths = [render(digits[i], tmp_path / f"d{i}.png", scale=4, invert=True, pad=(9, 30, 0, 17))
+             for i in sure[:2]]
+    paths += [render(digits[i], tmp_path / f"d{i}.jpg", scale=2, mode="RGB") for i in sure[2:]]
+    done = run_cli(*sets, "predict-image", *map(str, paths))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 4
+    for i, path, line in zip(sure, paths, lines):
+        match = re.fullmatch(re.escape(str(path)) + r": (\d) \(([\d.]+)%\)  (\d) \(([\d.]+)%\)"
+                             r"  (\d) \(([\d.]+)%\)", line)
+        assert match, line
+        classes = [int(g) for g in match.groups()[::2]]
+        shares = [float(g) for g in match.groups()[1::2]]
+        assert classes[0] == probs[i].argmax() and len(set(classes)) == 3
+        assert shares == sorted(shares, reverse=True) and sum(shares) <= 100.05
+
+
+def test_predict_image_without_a_model_says_what_to_run(tmp_path):
+    path = tmp_path / "x.png"
+    Image.new("L", (28, 28), 0).save(path)
+    done = run_cli(f"--set=outputs={tmp_path / 'none'}", "predict-image", str(path))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "model.npz is missing: run `python run.py train` first" in done.stderr
+    done = run_cli(f"--set=outputs={tmp_path / 'none'}", "predict-image")
+    assert done.returncode == 1 and "expected one or more image paths" in done.stderr

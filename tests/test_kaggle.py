@@ -1,0 +1,215 @@
+"""The Kaggle round trip against a stand-in `kaggle` executable that records its arguments."""
+import json
+import os
+import select
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_cli, sample_rows
+from pipeline import kaggle, submit
+from pipeline.errors import PipelineError
+
+STAND_IN = """#!{python}
+import json, os, sys, zipfile
+with open(os.environ["KAGGLE_LOG"], "a") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\\n")
+args = sys.argv[1:]
+if os.environ.get("KAGGLE_FAIL"):
+    print("401 - Unauthorized", file=sys.stderr)
+    sys.exit(1)
+if args[:2] == ["competitions", "download"]:
+    folder = args[args.index("-p") + 1]
+    with zipfile.ZipFile(os.path.join(folder, "digit-recognizer.zip"), "w") as zf:
+        for name in ("train.csv", "test.csv", "sample_submission.csv"):
+            zf.write(os.path.join(os.environ["KAGGLE_FILES"], name), name)
+"""
+
+
+@pytest.fixture
+def kaggle_env(tmp_path, monkeypatch):
+    """A PATH with only the stand-in kaggle, a HOME with a token, and the call log.
+    Returns (env for subprocesses, log path, files the download serves)."""
+    bin_dir, home, files = tmp_path / "bin", tmp_path / "home", tmp_path / "kaggle-files"
+    for d in (bin_dir, home / ".kaggle", files):
+        d.mkdir(parents=True)
+    exe = bin_dir / "kaggle"
+    exe.write_text(STAND_IN.format(python=sys.executable))
+    exe.chmod(0o755)
+    (home / ".kaggle" / "kaggle.json").write_text('{"username": "u", "key": "k"}')
+    (files / "train.csv").write_text("\n".join(sample_rows("train.csv.gz", 300)) + "\n")
+    (files / "test.csv").write_text("\n".join(sample_rows("test.csv.gz", 40)) + "\n")
+    (files / "sample_submission.csv").write_text("ImageId,Label\n1,0\n")
+    log = tmp_path / "kaggle-calls.jsonl"
+    env = {"PATH": str(bin_dir), "HOME": str(home), "KAGGLE_LOG": str(log),
+           "KAGGLE_FILES": str(files), "KAGGLE_CONFIG_DIR": "", "KAGGLE_USERNAME": "",
+           "KAGGLE_KEY": "", "KAGGLE_API_TOKEN": ""}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env, log, files
+
+
+def calls(log: Path) -> list[list[str]]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def labels_for_kaggle(outputs: Path, n=kaggle.TEST_ROWS) -> None:
+    """What predict would leave for a full test set: one label per test image."""
+    (outputs / "predict").mkdir(parents=True)
+    np.save(outputs / "predict" / "test_labels.npy", np.arange(n, dtype=np.int64) % 10)
+
+
+def test_submit_checks_then_uploads_with_the_message(tmp_path, kaggle_env):
+    env, log, _ = kaggle_env
+    labels_for_kaggle(tmp_path / "out")
+    done = run_cli(f"--set=outputs={tmp_path / 'out'}", "submit", "--kaggle", "first try: 98%",
+                   env=env)
+    assert done.returncode == 0, done.stderr
+    submission = tmp_path / "out" / "submission.csv"
+    assert calls(log) == [["competitions", "submit", "-c", "digit-recognizer",
+                           "-f", str(submission), "-m", "first try: 98%"]]
+    submit.check_submission(submission, kaggle.TEST_ROWS)
+
+
+def test_a_sample_sized_submission_is_refused_before_any_upload(tmp_path, kaggle_env):
+    env, log, _ = kaggle_env
+    labels_for_kaggle(tmp_path / "out", n=1000)
+    done = run_cli(f"--set=outputs={tmp_path / 'out'}", "submit", "--kaggle", "m", env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "submission.csv: expected 28000 rows" in done.stderr and "found 1000" in done.stderr
+    assert calls(log) == []
+
+
+def test_a_malformed_submission_is_refused(tmp_path, kaggle_env):
+    path = tmp_path / "submission.csv"
+    path.write_text(submit.submission_text(np.zeros(kaggle.TEST_ROWS, np.int64))
+                    .replace("\n17,0\n", "\n17,x\n"))
+    with pytest.raises(PipelineError, match=r"line 18: expected '17,<digit>'"):
+        kaggle.upload(path, "m")
+    assert calls(kaggle_env[1]) == []
+
+
+def test_without_the_kaggle_command_it_prints_the_command(tmp_path, kaggle_env):
+    env, _, _ = kaggle_env
+    labels_for_kaggle(tmp_path / "out")
+    done = run_cli(f"--set=outputs={tmp_path / 'out'}", "submit", "--kaggle", "it's mine",
+                   env={**env, "PATH": str(tmp_path / "nothing-here")})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    submission = tmp_path / "out" / "submission.csv"
+    assert (f"kaggle competitions submit -c digit-recognizer -f {submission} "
+            "-m 'it'\"'\"'s mine'") in done.stderr
+    assert submission.exists()                     # the submission itself is kept
+
+
+def test_a_failing_upload_says_so(tmp_path, kaggle_env):
+    env, log, _ = kaggle_env
+    labels_for_kaggle(tmp_path / "out")
+    done = run_cli(f"--set=outputs={tmp_path / 'out'}", "submit", "--kaggle", "m",
+                   env={**env, "KAGGLE_FAIL": "1"})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "401 - Unauthorized" in done.stderr and "failed (exit status 1)" in done.stderr
+    assert len(calls(log)) == 1
+
+
+@pytest.mark.parametrize("setup, expected", [
+    ({}, False),
+    ({"env": {"KAGGLE_USERNAME": "u", "KAGGLE_KEY": "k"}}, True),
+    ({"env": {"KAGGLE_USERNAME": "u"}}, False),
+    ({"env": {"KAGGLE_API_TOKEN": "t"}}, True),
+    ({"file": ".kaggle/kaggle.json"}, True),
+    ({"file": ".kaggle/access_token"}, True),
+    ({"file": ".config/kaggle/kaggle.json"}, True),
+    ({"file": "elsewhere/kaggle.json", "env": {"KAGGLE_CONFIG_DIR": "{home}/elsewhere"}}, True),
+])
+def test_credentials_are_found_where_the_cli_looks(tmp_path, setup, expected):
+    if "file" in setup:
+        (tmp_path / setup["file"]).parent.mkdir(parents=True)
+        (tmp_path / setup["file"]).write_text("{}")
+    env = {k: v.format(home=tmp_path) for k, v in setup.get("env", {}).items()}
+    assert kaggle.has_credentials(env, home=tmp_path) is expected
+
+
+def test_accepted_offer_downloads_and_extracts_train_and_test(tmp_path, kaggle_env):
+    _, log, files = kaggle_env
+    train, test = tmp_path / "data" / "train.csv", tmp_path / "data" / "test.csv"
+    asked = []
+    assert kaggle.offer_download(train, test, ask=lambda q: asked.append(q) or "y",
+                                 interactive=True)
+    assert "Download the competition's files" in asked[0]
+    assert train.read_bytes() == (files / "train.csv").read_bytes()
+    assert test.read_bytes() == (files / "test.csv").read_bytes()
+    assert calls(log)[0][:5] == ["competitions", "download", "-c", "digit-recognizer", "-p"]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["test.csv", "train.csv"]
+
+
+def test_declined_or_unanswerable_offer_downloads_nothing(tmp_path, kaggle_env):
+    _, log, _ = kaggle_env
+    train, test = tmp_path / "data" / "train.csv", tmp_path / "data" / "test.csv"
+    assert not kaggle.offer_download(train, test, ask=lambda q: "n", interactive=True)
+
+    def never(q):
+        raise AssertionError("asked without a terminal")
+    assert not kaggle.offer_download(train, test, ask=never, interactive=False)
+    assert calls(log) == [] and not train.exists()
+
+
+def test_hint_says_how_for_each_situation(tmp_path, kaggle_env, monkeypatch):
+    train = tmp_path / "data" / "train.csv"
+    hint = kaggle.download_hint(train)
+    assert f"kaggle competitions download -c digit-recognizer -p {train.parent}" in hint
+    assert "offered the download" in hint
+    (tmp_path / "home" / ".kaggle" / "kaggle.json").unlink()
+    assert "finds no API token" in kaggle.download_hint(train)
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    assert "pip install kaggle" in kaggle.download_hint(train)
+
+
+def test_without_stdin_the_cli_never_asks_and_prints_the_command(tmp_path, kaggle_env):
+    env, log, _ = kaggle_env
+    (tmp_path / "data").mkdir()
+    done = run_cli(f"--set=data.train={tmp_path / 'data' / 'train.csv'}",
+                   f"--set=data.test={tmp_path / 'data' / 'test.csv'}",
+                   f"--set=outputs={tmp_path / 'out'}", "ingest", env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "using the bundled sample" in done.stdout
+    assert f"kaggle competitions download -c digit-recognizer -p {tmp_path / 'data'}" \
+        in done.stdout
+    assert calls(log) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pseudo-terminals as on Linux")
+def test_on_a_terminal_the_cli_offers_the_download_and_uses_it(tmp_path, kaggle_env):
+    import pty
+    env, log, _ = kaggle_env
+    data = tmp_path / "data"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), f"--set=data.train={data / 'train.csv'}",
+         f"--set=data.test={data / 'test.csv'}", f"--set=outputs={tmp_path / 'out'}",
+         "ingest"], cwd=ROOT, stdin=slave, stdout=slave, stderr=slave,
+        env={**os.environ, **env})
+    os.close(slave)
+    seen = b""
+    while b"[y/N]" not in seen:
+        ready, _, _ = select.select([master], [], [], 60)
+        assert ready, seen
+        seen += os.read(master, 4096)
+    os.write(master, b"y\n")
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 60)
+            assert ready, seen
+            chunk = os.read(master, 4096)
+            if not chunk:
+                break
+            seen += chunk
+    except OSError:
+        pass
+    assert proc.wait(60) == 0, seen
+    os.close(master)
+    text = seen.decode()
+    assert "bundled sample" not in text and "300 labelled images" in text
+    assert (data / "train.csv").exists() and calls(log)[0][1] == "download"

@@ -1,0 +1,140 @@
+"""Loading params.yaml: overrides, and a message naming file and line for each mistake."""
+import pytest
+
+from conftest import ROOT
+from pipeline import params as params_mod
+from pipeline.errors import PipelineError
+
+DEFAULTS = (ROOT / "params.yaml").read_text()
+
+
+def load_text(tmp_path, text, *overrides):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return params_mod.load(path, list(overrides))
+
+
+def failure(tmp_path, text, *overrides):
+    with pytest.raises(PipelineError) as info:
+        load_text(tmp_path, text, *overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def replace_line(key, value):
+    """DEFAULTS with the line setting `key` (a leaf name, indented or not) given `value`."""
+    lines = DEFAULTS.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip().startswith(f"{key}:"):
+            lines[i] = line[: line.index(key)] + f"{key}: {value}"
+            return "\n".join(lines) + "\n", i + 1
+    raise AssertionError(f"{key} not in params.yaml")
+
+
+def test_the_defaults_load_with_every_key_of_the_schema():
+    params = params_mod.load(ROOT / "params.yaml")
+    assert list(params) == list(params_mod.SCHEMA)
+    assert isinstance(params["train.lr"], float) and isinstance(params["train.epochs"], int)
+
+
+def test_overrides_are_read_as_yaml(tmp_path):
+    params = load_text(tmp_path, DEFAULTS, "train.epochs=3", "train.lr=1e-2", "data.sample=null",
+                       "train.l2=0")
+    assert params["train.epochs"] == 3 and params["train.lr"] == 0.01
+    assert params["data.sample"] is None and params["train.l2"] == 0.0
+    assert params_mod.section(params, "train")["epochs"] == 3
+
+
+def test_yaml_1_1_exponent_without_a_dot_is_a_number(tmp_path):
+    text, _ = replace_line("lr", "1e-3")
+    assert load_text(tmp_path, text)["train.lr"] == 0.001
+
+
+@pytest.mark.parametrize("key, value, want", [
+    ("lr", "-0.1", "train.lr must be a number > 0, found -0.1"),
+    ("lr", "0", "train.lr must be a number > 0, found 0.0"),
+    ("lr", ".inf", "train.lr must be a finite number, found inf"),
+    ("lr", "fast", "train.lr must be a number, found 'fast' (str)"),
+    ("val_fraction", "0", "preprocess.val_fraction must be a number in (0, 1), found 0.0"),
+    ("val_fraction", "1", "preprocess.val_fraction must be a number in (0, 1), found 1.0"),
+    ("val_fraction", "1.5", "preprocess.val_fraction must be a number in (0, 1), found 1.5"),
+    ("epochs", "0", "train.epochs must be an integer >= 1, found 0"),
+    ("epochs", "2.5", "train.epochs must be an integer, found 2.5 (float)"),
+    ("epochs", "yes", "train.epochs must be an integer, found True (bool)"),
+    ("epochs", "'12'", "train.epochs must be an integer, found '12' (str)"),
+    ("hidden", "0", "train.hidden must be an integer >= 1, found 0"),
+    ("hidden", "-5", "train.hidden must be an integer >= 1, found -5"),
+    ("batch_size", "", "train.batch_size must be set, found null"),
+    ("seed", "-1", "seed must be an integer >= 0, found -1"),
+    ("outputs", "[a, b]", "outputs must be a non-empty string, found ['a', 'b'] (list)"),
+])
+def test_bad_values_in_the_file_name_file_and_line(tmp_path, key, value, want):
+    text, line = replace_line(key, value)
+    message = failure(tmp_path, text)
+    assert message == f"{tmp_path / 'params.yaml'}, line {line}: {want}"
+
+
+@pytest.mark.parametrize("override, want", [
+    ("train.lr=-1", "--set train.lr=-1: train.lr must be a number > 0, found -1.0"),
+    ("train.epochs=0", "--set train.epochs=0: train.epochs must be an integer >= 1, found 0"),
+    ("preprocess.val_fraction=1", "--set preprocess.val_fraction=1: preprocess.val_fraction "
+                                  "must be a number in (0, 1), found 1.0"),
+    ("train.hidden=many", "--set train.hidden=many: train.hidden must be an integer, "
+                          "found 'many' (str)"),
+    ("train.epoch=3", "--set train.epoch=3: unknown key 'train.epoch' "
+                      "(did you mean 'train.epochs'?)"),
+    ("epochs=3", "--set epochs=3: unknown key 'epochs' (did you mean 'train.epochs'?)"),
+    ("batch_size=64", "unknown key 'batch_size' (did you mean 'train.batch_size' or "
+                      "'predict.batch_size'?)"),
+    ("nonsense=1", "--set nonsense=1: unknown key 'nonsense'"),
+    ("train=3", "--set train=3: expected the section 'train' to hold keys such as train."),
+    ("train.epochs", "--set train.epochs: expected KEY=VALUE, such as train.epochs=5"),
+    ("=5", "--set =5: expected KEY=VALUE"),
+    ("train.lr=[0.1", "--set train.lr=[0.1: expected a YAML value after '=', found '[0.1'"),
+    ("train.epochs=", "--set train.epochs=: train.epochs must be set, found null"),
+])
+def test_bad_overrides_name_the_set(tmp_path, override, want):
+    assert want in failure(tmp_path, DEFAULTS, override)
+
+
+def test_a_typo_in_the_file_gets_a_suggestion_and_its_line(tmp_path):
+    text, line = replace_line("epochs", "12")
+    text = text.replace("  epochs: 12", "  epoch: 12")
+    assert failure(tmp_path, text) == (f"{tmp_path / 'params.yaml'}, line {line}: unknown key "
+                                       "'train.epoch' (did you mean 'train.epochs'?)")
+
+
+def test_invalid_yaml_names_line_and_column(tmp_path):
+    message = failure(tmp_path, "seed: 0\ntrain:\n  lr: [0.1\n")
+    assert message.startswith(f"{tmp_path / 'params.yaml'}, line 4, column 1: invalid YAML: ")
+    message = failure(tmp_path, "seed: 0\n  outputs: x\n")
+    assert ", line 2, column 10: invalid YAML: mapping values are not allowed here" in message
+
+
+def test_a_key_set_twice_is_refused(tmp_path):
+    message = failure(tmp_path, DEFAULTS + "seed: 5\n")
+    assert message.endswith(f"line {DEFAULTS.count(chr(10)) + 1}: seed is set twice "
+                            "(first on line 4)")
+
+
+def test_empty_or_non_mapping_file(tmp_path):
+    assert failure(tmp_path, "").endswith("expected a mapping of sections, found an empty file")
+    assert failure(tmp_path, "- a\n- b\n").endswith("expected a mapping of sections, found a list")
+
+
+def test_a_missing_key_is_named(tmp_path):
+    text = "\n".join(line for line in DEFAULTS.splitlines() if not line.startswith("  eps:"))
+    assert failure(tmp_path, text).endswith(
+        "params.yaml: expected every key of the default params.yaml, found no train.eps")
+
+
+def test_a_section_given_a_value(tmp_path):
+    text = DEFAULTS.replace("preprocess:\n  val_fraction: 0.1", "preprocess: 0.1")
+    assert "expected the section 'preprocess' to hold keys such as " \
+           "preprocess.val_fraction, found 0.1" in failure(tmp_path, text)
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(PipelineError, match="params file not found"):
+        params_mod.load(tmp_path / "nope.yaml")

@@ -1,0 +1,62 @@
+"""Predict: ensemble averaging, labels, and <outputs>/metrics.json from the validation rows."""
+import numpy as np
+import pytest
+
+from pipeline import artifacts, network, predict
+from pipeline.errors import PipelineError
+
+
+@pytest.fixture
+def files(tmp_path, rng):
+    """A two-member model and small test/validation arrays saved as artifacts."""
+    nets = [network.init_params(np.random.default_rng(s), 784, 16, 10) for s in (1, 2)]
+    model = tmp_path / "model.npz"
+    artifacts.save_arrays(model, **{k: np.stack([n[k] for n in nets])
+                                    for k in network.PARAM_NAMES})
+    paths = {"model": model}
+    for name, n in (("test_x", 30), ("val_x", 40)):
+        paths[name] = tmp_path / f"{name}.npy"
+        np.save(paths[name], rng.random((n, 784), dtype=np.float32))
+    paths["val_y"] = tmp_path / "val_y.npy"
+    np.save(paths["val_y"], rng.integers(0, 10, 40))
+    out = {n: tmp_path / "out" / f"{n}.npy" for n in ("test_probs", "test_labels", "val_probs")}
+    out["metrics"] = tmp_path / "out" / "metrics.json"
+    return nets, paths, out
+
+
+def test_ensemble_averages_the_members_softmax(files):
+    nets, paths, out = files
+    predict.run(paths, out, batch_size=7)
+    X = np.load(paths["test_x"])
+    expected = (network.predict_proba(nets[0], X) + network.predict_proba(nets[1], X)) / 2
+    np.testing.assert_allclose(np.load(out["test_probs"]), expected, rtol=1e-5)
+    np.testing.assert_array_equal(np.load(out["test_labels"]), expected.argmax(axis=1))
+
+
+def test_metrics_json_scores_the_validation_probabilities(files):
+    _, paths, out = files
+    predict.run(paths, out, batch_size=4096)
+    scores = artifacts.load_json(out["metrics"])
+    probs, y = np.load(out["val_probs"]), np.load(paths["val_y"])
+    assert scores["val_accuracy"] == pytest.approx((probs.argmax(axis=1) == y).mean(), abs=1e-6)
+    assert scores["val_loss"] == pytest.approx(network.cross_entropy(probs, y), abs=1e-6)
+    assert scores["val_rows"] == 40
+    assert sum(sum(row.values()) for row in scores["confusion_matrix"].values()) == 40
+
+
+def test_labels_that_do_not_match_the_images_stop_with_both_paths(files):
+    _, paths, out = files
+    np.save(paths["val_y"], np.zeros(39, np.int64))
+    with pytest.raises(PipelineError, match=r"val_y\.npy has 39 labels for 40 validation images"):
+        predict.run(paths, out, batch_size=4096)
+    assert not out["metrics"].exists()
+
+
+def test_a_model_with_non_finite_weights_is_refused_by_name(files):
+    nets, paths, out = files
+    model = artifacts.load_arrays(paths["model"])
+    model["W2"][1, 3, 4] = np.nan
+    artifacts.save_arrays(paths["model"], **model)
+    with pytest.raises(PipelineError, match=r"model\.npz: the weights are not finite .* in W2"):
+        predict.run(paths, out, batch_size=4096)
+    assert not any(p.exists() for p in out.values())
