@@ -225,4 +225,11 @@ def load(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
     if missing:
         raise PipelineError(f"{path}: expected every key of the default params.yaml, "
                             f"found no {', '.join(missing)}")
-    return {key: _coerce(key, flat[key], origin[key]) for key in SCHEMA}
+    checked = {key: _coerce(key, flat[key], origin[key]) for key in SCHEMA}
+    if checked["train.all_rows"] and (checked["train.keep_best"] or checked["train.patience"]):
+        # Caught here, not when training starts after ingest and preprocess have run.
+        raise PipelineError(
+            f"{origin['train.all_rows']}: train.all_rows=true trains on the validation rows, "
+            "so train.keep_best and train.patience cannot choose epochs on them: "
+            "expected keep_best false and patience 0")
+    return checked

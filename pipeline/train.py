@@ -34,12 +34,11 @@ def dropout_(X: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray
 
 
 def max_norm_(params: dict, limit: float) -> None:
-    """Scale down, in place, each unit's incoming weights (a column of W1 or W2)
+    """Scale down, in place, each hidden unit's incoming weights (a column of W1)
     whose Euclidean norm exceeds `limit` (Srivastava et al., 2014)."""
-    for name in ("W1", "W2"):
-        W = params[name]
-        norms = np.sqrt(np.einsum("ij,ij->j", W, W))           # (units,)
-        W *= np.minimum(np.float32(1.0), limit / np.maximum(norms, 1e-12)).astype(np.float32)
+    W = params["W1"]
+    norms = np.sqrt(np.einsum("ij,ij->j", W, W))               # (H,)
+    W *= np.minimum(1.0, limit / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def best_epoch(history: list[dict]) -> int:
@@ -57,8 +56,8 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
     """Train one network on X (N, 784) float32 with integer labels y (N,).
 
     schedule maps progress in epochs to the learning rate (lr throughout when None);
-    augment distorts every batch afresh; input_dropout drops input pixels;
-    max_norm > 0 caps each unit's incoming weight norm. keep_best returns the
+    augment distorts the images afresh each epoch; input_dropout drops input pixels;
+    max_norm > 0 caps each hidden unit's incoming weight norm. keep_best returns the
     weights of `best_epoch(history)` instead of the last; patience > 0 stops once
     that many epochs pass without a better validation accuracy.
 
@@ -66,11 +65,12 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
     HISTORY_COLUMNS but `member`. `loss` is the mean training cross-entropy over
     the epoch's batches plus the L2 penalty at the epoch's end; `lr` is the rate
     at the epoch's start. Raises PipelineError when the loss or the weights stop
-    being finite.
+    being finite, the cross-entropy exceeds 3 ln 10, or the loss grows a hundredfold.
     """
     n, n_in = X.shape
     params = network.init_params(rng, n_in, hidden, 10)
     opt = RMSprop(params, lr=lr, decay=rms_decay, eps=eps)
+    start_loss = np.log(10) + network.l2_penalty(params, l2)    # about the untrained loss
     rate = schedule or (lambda t: lr)
     grads = None
     # Augmentation distorts a shuffled copy of the whole epoch. Without it, batches are
@@ -96,7 +96,7 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
                 xb = np.take(X, idx, axis=0, out=batch[:len(idx)])
             if input_dropout:
                 dropout_(xb, input_dropout, rng)
-            yb = y[order[start:start + batch_size]]
+            yb = y[idx]
             opt.lr = rate(epoch - 1 + i / batches)
             probs, h = network.forward(params, xb)
             ce_sum += network.cross_entropy(probs, yb) * len(yb)
@@ -106,10 +106,14 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
             if max_norm:
                 max_norm_(params, max_norm)
         loss = ce_sum / n + network.l2_penalty(params, l2)
-        if not np.isfinite(loss) or not all(np.isfinite(p).all() for p in params.values()):
+        # RMSprop's steps are bounded, so a far too large rate can leave the loss finite
+        # but useless: a cross-entropy far above the ln 10 of guessing uniformly, or a
+        # loss (with its L2 term) a hundred times the untrained one, is divergence too.
+        finite = np.isfinite(loss) and all(np.isfinite(p).all() for p in params.values())
+        if not finite or ce_sum / n > 3 * np.log(10) or loss > 100 * start_loss:
             raise PipelineError(
-                f"training diverged at epoch {epoch}: the loss is {loss}. Try a smaller "
-                f"learning rate than train.lr={lr} (e.g. --set train.lr={lr / 10:g}); "
+                f"training diverged at epoch {epoch}: the loss is {loss:.4g}. Try a smaller "
+                f"learning rate than train.lr={lr:g} (e.g. --set train.lr={lr / 10:g}); "
                 "nothing was written")
         val_probs = network.predict_proba(params, X_val)
         row = {
@@ -180,12 +184,14 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
         def on_epoch(row: dict, k: int = k) -> None:
             row.update(member=k, members=members)
             shown(row)
-        params, rows = fit(
-            X, y, X_val, y_val, hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr,
-            rms_decay=rms_decay, eps=eps, l2=l2, rng=np.random.default_rng([seed, 2, k]),
-            schedule=lr_at, augment=augmenter if augmenter.active else None,
-            input_dropout=input_dropout, max_norm=max_norm, keep_best=keep_best,
-            patience=patience, on_epoch=on_epoch)
+        # Overflow on the way to divergence would print NumPy warnings before fit's error.
+        with np.errstate(over="ignore", invalid="ignore"):
+            params, rows = fit(
+                X, y, X_val, y_val, hidden=hidden, epochs=epochs, batch_size=batch_size,
+                lr=lr, rms_decay=rms_decay, eps=eps, l2=l2,
+                rng=np.random.default_rng([seed, 2, k]), schedule=lr_at,
+                augment=augmenter if augmenter.active else None, input_dropout=input_dropout,
+                max_norm=max_norm, keep_best=keep_best, patience=patience, on_epoch=on_epoch)
         nets.append(params)
         history += rows
         val_probs.append(network.predict_proba(params, X_val))

@@ -190,11 +190,7 @@ CASES = {
 }
 
 # What the code does not do yet, each a strict xfail that turns into a failure once fixed.
-KNOWN_GAPS = {
-    "diverging learning rate 100": "train.fit stops only on a non-finite loss, and RMSprop's "
-        "bounded steps keep it finite at lr=100 (about 5e4): a useless model is written",
-    "diverging learning rate 1e30": "NumPy's overflow RuntimeWarnings print before the error",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")

@@ -32,8 +32,9 @@ def test_epoch_gflop_counts_the_matrix_products():
 
 def test_bench_reports_every_figure(capsys):
     assert bench.main(["--generate", "300", "100", "--repeats", "1", "--no-torch",
-                       "--threads", "1"]) == 0
+                       "--threads", "1", "--profile"]) == 0
     out = capsys.readouterr().out
+    assert re.search(r"^profile: +[\d.]+ s +\d+%  network\.(forward|backward) ", out, re.M)
     assert "generated, 300 labelled + 100 test rows" in out
     rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| (.+?) \| (.+?) \|", out, re.M)}
     number = r"[\d,]+(\.\d+)?"

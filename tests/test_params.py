@@ -138,3 +138,11 @@ def test_a_section_given_a_value(tmp_path):
 def test_missing_params_file(tmp_path):
     with pytest.raises(PipelineError, match="params file not found"):
         params_mod.load(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("other", ["train.keep_best=true", "train.patience=3"])
+def test_all_rows_with_epoch_choice_on_validation_is_refused_at_load(tmp_path, other):
+    message = failure(tmp_path, DEFAULTS, "train.all_rows=true", other)
+    assert message.startswith("--set train.all_rows=true: ")
+    assert "expected keep_best false and patience 0" in message
+    load_text(tmp_path, DEFAULTS, "train.all_rows=true")          # alone it is fine

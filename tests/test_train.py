@@ -69,6 +69,17 @@ def test_patience_stops_once_accuracy_stops_improving(digits):
     assert len(history) == 4
 
 
+@pytest.mark.parametrize("lr,l2", [(100.0, 1e-5), (100.0, 0.0), (1e30, 1e-5)])
+def test_a_far_too_large_rate_is_divergence_even_with_a_finite_loss(digits, lr, l2):
+    # Without L2 the loss cannot grow a hundredfold (the cross-entropy is capped):
+    # a cross-entropy far worse than guessing is what gives it away.
+    with pytest.raises(PipelineError, match=r"training diverged at epoch 1: .* train\.lr="), \
+            np.errstate(over="ignore", invalid="ignore"):
+        fit(digits, lr=lr, l2=l2)
+    params, _ = fit(digits, lr=0.02)                # ten times the default, yet it learns
+    assert all(np.isfinite(p).all() for p in params.values())
+
+
 def test_dropout_zeroes_about_rate_and_keeps_the_mean():
     X = np.ones((200, 784), np.float32)
     train.dropout_(X, 0.25, np.random.default_rng(0))
@@ -79,16 +90,15 @@ def test_dropout_zeroes_about_rate_and_keeps_the_mean():
 
 def test_max_norm_caps_only_the_long_columns():
     params = {"W1": np.array([[3.0, 0.3], [4.0, 0.4]], np.float32),
-              "W2": np.array([[0.1], [0.1]], np.float32)}
+              "W2": np.array([[3.0], [4.0]], np.float32)}
     train.max_norm_(params, 2.0)
     np.testing.assert_allclose(params["W1"], [[1.2, 0.3], [1.6, 0.4]], rtol=1e-6)
-    np.testing.assert_array_equal(params["W2"], np.float32([[0.1], [0.1]]))
+    np.testing.assert_array_equal(params["W2"], np.float32([[3.0], [4.0]]))   # hidden units only
 
 
 def test_dropout_and_max_norm_train(digits):
-    params, history = fit(digits, input_dropout=0.2, max_norm=2.0)
-    for W in (params["W1"], params["W2"]):
-        assert np.linalg.norm(W, axis=0).max() <= 2.0 * (1 + 1e-5)
+    params, history = fit(digits, input_dropout=0.2, max_norm=0.5)
+    assert np.linalg.norm(params["W1"], axis=0).max() <= 0.5 * (1 + 1e-5)
     assert history[-1]["val_accuracy"] > 0.3
 
 
@@ -151,3 +161,12 @@ def test_all_rows_refuses_to_choose_epochs_on_trained_rows(tmp_path, digits, opt
     with pytest.raises(PipelineError, match="all_rows"):
         run_stage(tmp_path, digits, "train.all_rows=true", option)
     assert not (tmp_path / "train").exists()
+
+
+def test_params_best_is_complete_and_differs_only_in_train():
+    # Loading checks every key; a section added to params.yaml must be added here too.
+    default = params_mod.load(ROOT / "params.yaml")
+    best = params_mod.load(ROOT / "params-best.yaml")
+    changed = {k for k in default if best[k] != default[k]}
+    assert changed and all(k.startswith("train.") for k in changed)
+    assert best["train.members"] > 1 and best["train.elastic_alpha"] > 0
