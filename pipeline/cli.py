@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
-from pipeline import artifacts, ingest, kaggle, params as params_mod, runner
+from pipeline import artifacts, ingest, kaggle, params as params_mod, runner, stages
 from pipeline.errors import PipelineError
-from pipeline.stages import STAGES
 
 log = logging.getLogger("pipeline")
 
 USAGE_EPILOG = f"""\
-stages, in order: {' -> '.join(STAGES)}
+stages, in order: {' -> '.join(stages.STAGES)}
 commands: status (what is up to date, what is stale and why)
           predict-image PATH...  (the top 3 classes of your own digit images)
 
@@ -63,21 +63,32 @@ def setup_logging(quiet: bool) -> None:
 
 
 def print_status(params: dict) -> None:
-    width = max(len(name) for name, _ in runner.status(params))
-    for name, st in runner.status(params):
+    """One line per step: up to date, stale (and why), or never run."""
+    rows = runner.status(params)
+    width = max(len(name) for name, _ in rows)
+    for name, st in rows:
         print(f"{name:<{width}}  {st.describe()}")
 
 
 def summarize(params: dict) -> None:
     """The closing lines: validation accuracy and where the submission is."""
-    metrics_path = Path(params["outputs"]) / "metrics.json"
-    submission = Path(params["outputs"]) / "submission.csv"
-    if metrics_path.exists():
-        acc = artifacts.load_json(metrics_path).get("val_accuracy")
+    metrics, submission = stages.metrics_path(params), stages.submission_path(params)
+    if metrics.exists():
+        acc = artifacts.load_json(metrics).get("val_accuracy")
         if acc is not None:
             log.info("validation accuracy: %.2f%%", 100 * acc)
     if submission.exists():
         log.info("submission: %s", submission)
+
+
+def upload_if_current(params: dict, message: str) -> None:
+    """Upload submission.csv, unless a step it is made from is out of date."""
+    late = [f"{name} ({st.describe()})" for name, st in runner.status(params)
+            if name != "report" and st.state == "stale"]
+    if late:
+        raise PipelineError(f"not uploading: the submission is not up to date with the params "
+                            f"and data: {'; '.join(late)}. Run `python run.py` first")
+    kaggle.upload(stages.submission_path(params), message)
 
 
 def predict_images(params: dict, paths: list[str]) -> int:
@@ -85,7 +96,7 @@ def predict_images(params: dict, paths: list[str]) -> int:
     from pipeline import image     # Pillow is loaded only for this command
     if not paths:
         raise PipelineError("predict-image: expected one or more image paths (PNG or JPEG)")
-    model = Path(params["outputs"]) / "train" / "model.npz"
+    model = stages.artifact(params, "train", "model.npz")
     for path, top in zip(paths, image.classify(model, [Path(p) for p in paths],
                                                params["predict.batch_size"])):
         print(image.describe(path, top))
@@ -98,8 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = params_mod.load(args.params, args.overrides)
         if args.targets[:1] == ["status"]:
+            if args.targets[1:] or args.start:
+                raise PipelineError("status takes no stage names: it reports every step")
             print_status(params)
             return 0
+        if args.start and args.targets:
+            raise PipelineError(f"give stage names or --from {args.start}, not both")
         if args.targets[:1] == ["predict-image"]:
             return predict_images(params, args.targets[1:])
         steps = runner.select(args.targets, args.start)
@@ -112,15 +127,23 @@ def main(argv: list[str] | None = None) -> int:
                         "competition's data see README.md (Getting the data).",
                         params["data.train"], params["data.test"], params["data.sample"])
             log.info(kaggle.download_hint(Path(params["data.train"])))
-        runner.run(params, steps, force=args.force)
+        if args.kaggle is None:
+            runner.run(params, steps, force=args.force)
+        else:
+            # Upload once submit is done: a failing report must not hold it back.
+            report = [s for s in steps if s.stage == "report"]
+            runner.run(params, [s for s in steps if s not in report], force=args.force)
+            upload_if_current(params, args.kaggle)
+            runner.run(params, report, force=args.force)
         summarize(params)
-        if args.kaggle is not None:
-            kaggle.upload(Path(params["outputs"]) / "submission.csv", args.kaggle)
         return 0
     except PipelineError as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:     # `python run.py status | head -1`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except OSError as exc:      # an outputs folder that cannot be written, a full disk
         if args.debug:

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline import predict, preprocess
+from pipeline import model, preprocess
 from pipeline.errors import PipelineError
 
 SIDE = 28              # the field MNIST digits live in
@@ -138,13 +138,13 @@ def prepare(grey: np.ndarray, where: str = "image") -> np.ndarray:
 def classify(model_path: Path, paths: list[Path], batch_size: int = 4096,
              k: int = 3) -> list[list[tuple[int, float]]]:
     """The `k` likeliest (class, probability) pairs for each image in `paths`."""
-    nets = predict.load_model(model_path)
+    nets = model.load(model_path)
     X = np.stack([prepare(read_grey(p), str(p)) for p in paths])    # (n, 784)
     n_in = nets[0]["W1"].shape[0]
     if n_in != X.shape[1]:
         raise PipelineError(f"{model_path} expects {n_in} inputs, not {X.shape[1]} "
                             "(28x28 images): retrain with `python run.py --force`")
-    probs = predict.ensemble_proba(nets, X, batch_size)             # (n, 10)
+    probs = model.ensemble_proba(nets, X, batch_size)             # (n, 10)
     best = np.argsort(-probs, axis=1, kind="stable")[:, :k]         # (n, k)
     return [[(int(c), float(probs[i, c])) for c in row] for i, row in enumerate(best)]
 

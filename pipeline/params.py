@@ -232,4 +232,8 @@ def load(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
             f"{origin['train.all_rows']}: train.all_rows=true trains on the validation rows, "
             "so train.keep_best and train.patience cannot choose epochs on them: "
             "expected keep_best false and patience 0")
+    if checked["train.lr_min"] > checked["train.lr"]:
+        raise PipelineError(
+            f"{origin['train.lr_min']}: train.lr_min must be at most train.lr "
+            f"({checked['train.lr']}), found {checked['train.lr_min']}")
     return checked

@@ -48,6 +48,11 @@ def run_train(images_in, labels_in, out: dict, seed: int, val_fraction: float) -
     # A child of the seed, so the split does not share a random stream with training.
     rng = np.random.default_rng([seed, 1])
     train_idx, val_idx = stratified_split(labels, val_fraction, rng)
+    if len(val_idx) == 0 or len(train_idx) == 0:
+        raise PipelineError(
+            f"{labels_in}: {len(labels)} labelled rows give {len(train_idx)} training and "
+            f"{len(val_idx)} validation rows with preprocess.val_fraction={val_fraction}: "
+            "expected at least one of each (use more rows, or another val_fraction)")
     artifacts.save_array(out["train_x"], scale(images[train_idx]))
     artifacts.save_array(out["train_y"], labels[train_idx])
     artifacts.save_array(out["val_x"], scale(images[val_idx]))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import artifacts, metrics as metrics_mod, predict
+from pipeline import artifacts, metrics as metrics_mod, model
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -281,7 +281,7 @@ def run(inputs: dict, out: dict) -> None:
     model, val_x, val_y, val_probs, test_labels and metrics to paths; `out` maps each name in
     FIGURES and `index` to its path."""
     history = read_history(inputs["history"])
-    nets = predict.load_model(inputs["model"])
+    nets = model.load(inputs["model"])
     val_x = artifacts.load_array(inputs["val_x"], "preprocess")
     val_y = artifacts.load_array(inputs["val_y"], "preprocess")
     val_probs = artifacts.load_array(inputs["val_probs"], "predict")

@@ -114,6 +114,16 @@ class Runner:
         names = {made_by[p].name for p in step.deps(self.params).values() if p in made_by}
         return [s for s in STEPS if s.name in names]
 
+    def ancestors(self, step: Step) -> list[Step]:
+        """Every step whose outputs this step's inputs are made from, in order."""
+        found, todo = set(), [step]
+        while todo:
+            for up in self.upstream(todo.pop()):
+                if up.name not in found:
+                    found.add(up.name)
+                    todo.append(up)
+        return [s for s in STEPS if s.name in found]
+
     def run_steps(self, steps: list[Step]) -> None:
         """Run steps that read nothing of each other's; their outputs are renamed
         into place together, and only then is each one's fingerprint recorded."""
@@ -168,17 +178,18 @@ def run(params: dict, steps: list[Step], force: bool = False) -> list[str]:
     runner = Runner(params)
     artifacts.remove_temporaries(Path(params["outputs"]) / RECORDS)
     chosen = {s.name for s in steps}
-    ran = []
+    ran, warned = [], set()
     for stage in dict.fromkeys(s.stage for s in steps):     # stage order, each once
         to_run = []
         for step in (s for s in steps if s.stage == stage):
-            for up in runner.upstream(step):
-                if up.name in chosen:
+            for up in runner.ancestors(step):
+                if up.name in chosen or up.name in warned:
                     continue
                 status = runner.check(up)
                 if status.state == "stale":
-                    log.warning("%s reads the outputs of %s, which is %s; run `python run.py "
-                                "--from %s` to bring everything up to date",
+                    warned.add(up.name)
+                    log.warning("%s is built on the outputs of %s, which is %s; run "
+                                "`python run.py --from %s` to bring everything up to date",
                                 step.name, up.name, status.describe(), up.stage)
             status = runner.check(step)
             if status.state == "up to date" and not force:

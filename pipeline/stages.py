@@ -29,9 +29,20 @@ class Step:
     run: Callable[[dict, dict, dict], None]         # (params, deps, outs) -> None
 
 
+def code(*modules: str) -> tuple[str, ...]:
+    """A step's code: its modules, plus artifacts.py, through which every step
+    reads and writes."""
+    return tuple(f"pipeline.{m}" for m in modules) + ("pipeline.artifacts",)
+
+
 def artifact(params: dict, stage: str, filename: str) -> Path:
     """Where `stage` keeps `filename`: <outputs>/<stage>/<filename>."""
     return Path(params["outputs"]) / stage / filename
+
+
+def submission_path(params: dict) -> Path:
+    """<outputs>/submission.csv: the file to upload to Kaggle."""
+    return Path(params["outputs"]) / "submission.csv"
 
 
 def metrics_path(params: dict) -> Path:
@@ -63,45 +74,44 @@ _report = _files("report", *(f"{name}.png" for name in report.FIGURES), "index.h
 TRAIN_KEYS = tuple(k for k in SCHEMA if k.startswith("train."))
 
 STEPS: tuple[Step, ...] = (
-    Step("ingest:train", "ingest", (), ("pipeline.ingest",),
+    Step("ingest:train", "ingest", (), code("ingest"),
          deps=lambda p: {"csv": _data(p)[0]},
          outs=_ingest_train,
          run=lambda p, d, o: progress.shown(f"ingest {d['csv'].name}", ingest.run_train,
                                             d["csv"], o["train_images"], o["train_labels"])),
-    Step("ingest:test", "ingest", (), ("pipeline.ingest",),
+    Step("ingest:test", "ingest", (), code("ingest"),
          deps=lambda p: {"csv": _data(p)[1]},
          outs=_ingest_test,
          run=lambda p, d, o: progress.shown(f"ingest {d['csv'].name}", ingest.run_test,
                                             d["csv"], o["test_images"])),
     Step("preprocess:train", "preprocess", ("seed", "preprocess.val_fraction"),
-         ("pipeline.preprocess",),
+         code("preprocess"),
          deps=_ingest_train,
          outs=_pre_train,
          run=lambda p, d, o: preprocess.run_train(
              d["train_images"], d["train_labels"], o, seed=p["seed"],
              val_fraction=p["preprocess.val_fraction"])),
-    Step("preprocess:test", "preprocess", (), ("pipeline.preprocess",),
+    Step("preprocess:test", "preprocess", (), code("preprocess"),
          deps=_ingest_test,
          outs=_pre_test,
          run=lambda p, d, o: preprocess.run_test(d["test_images"], o["test_x"])),
     Step("train", "train", ("seed",) + TRAIN_KEYS,
-         ("pipeline.train", "pipeline.network", "pipeline.optim", "pipeline.augment",
-          "pipeline.schedule"),
+         code("train", "network", "optim", "augment", "schedule"),
          deps=_pre_train,
          outs=_train,
          run=lambda p, d, o: train.run(d, o, seed=p["seed"], **section(p, "train"))),
     Step("predict", "predict", ("predict.batch_size",),
-         ("pipeline.predict", "pipeline.network", "pipeline.metrics"),
+         code("predict", "model", "network", "metrics"),
          deps=lambda p: {"model": _train(p)["model"], "test_x": _pre_test(p)["test_x"],
                          "val_x": _pre_train(p)["val_x"], "val_y": _pre_train(p)["val_y"]},
          outs=lambda p: {**_predict(p), "metrics": metrics_path(p)},
          run=lambda p, d, o: predict.run(d, o, batch_size=p["predict.batch_size"])),
-    Step("submit", "submit", (), ("pipeline.submit",),
+    Step("submit", "submit", (), code("submit"),
          deps=lambda p: {"test_labels": _predict(p)["test_labels"]},
-         outs=lambda p: {"submission": Path(p["outputs"]) / "submission.csv"},
+         outs=lambda p: {"submission": submission_path(p)},
          run=lambda p, d, o: submit.run(d["test_labels"], o["submission"])),
     # Last, so that a failure drawing figures never holds back the submission.
-    Step("report", "report", (), ("pipeline.report", "pipeline.metrics", "pipeline.predict"),
+    Step("report", "report", (), code("report", "metrics", "model", "network"),
          deps=lambda p: {"history": _train(p)["history"], "model": _train(p)["model"],
                          "train_metrics": _train(p)["metrics"],
                          "val_x": _pre_train(p)["val_x"], "val_y": _pre_train(p)["val_y"],

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from conftest import make_params, run_cli, sample_rows
-from pipeline import artifacts, image, predict
+from pipeline import artifacts, image, model
 from pipeline.errors import PipelineError
 
 
@@ -117,9 +117,9 @@ def test_predict_image_command_agrees_with_the_model_on_the_original(tmp_path, t
             "--set=train.epochs=8"]
     done = run_cli(*sets, "ingest", "preprocess", "train")
     assert done.returncode == 0, done.stderr
-    nets = predict.members(artifacts.load_arrays(tmp_path / "outputs" / "train" / "model.npz"))
+    nets = model.members(artifacts.load_arrays(tmp_path / "outputs" / "train" / "model.npz"))
     digits, labels = sample_digits(60)
-    probs = predict.ensemble_proba(nets, digits.reshape(60, -1) / np.float32(255), 4096)
+    probs = model.ensemble_proba(nets, digits.reshape(60, -1) / np.float32(255), 4096)
     # Digits the model is sure of, so that a faithful preparation keeps the answer.
     sure = np.argsort(-probs.max(axis=1))[:4]
     paths = [render(digits[i], tmp_path / f"d{i}.png", scale=4, invert=True, pad=(9, 30, 0, 17))

@@ -213,3 +213,14 @@ def test_on_a_terminal_the_cli_offers_the_download_and_uses_it(tmp_path, kaggle_
     text = seen.decode()
     assert "bundled sample" not in text and "300 labelled images" in text
     assert (data / "train.csv").exists() and calls(log)[0][1] == "download"
+
+
+def test_a_submission_behind_changed_params_is_not_uploaded(tmp_path, kaggle_env, tiny_csvs):
+    env, log, _ = kaggle_env
+    sets = [f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
+            f"--set=outputs={tmp_path / 'out'}", "--set=train.epochs=1"]
+    assert run_cli(*sets, env=env).returncode == 0
+    done = run_cli(*sets, "--set=train.epochs=2", "submit", "--kaggle", "m", env=env)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "not uploading" in done.stderr and "param train.epochs changed (1 -> 2)" in done.stderr
+    assert calls(log) == []

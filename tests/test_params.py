@@ -146,3 +146,8 @@ def test_all_rows_with_epoch_choice_on_validation_is_refused_at_load(tmp_path, o
     assert message.startswith("--set train.all_rows=true: ")
     assert "expected keep_best false and patience 0" in message
     load_text(tmp_path, DEFAULTS, "train.all_rows=true")          # alone it is fine
+
+
+def test_a_cosine_floor_above_the_rate_is_refused(tmp_path):
+    assert "train.lr_min must be at most train.lr (0.002), found 0.01" in \
+        failure(tmp_path, DEFAULTS, "train.lr_min=0.01")

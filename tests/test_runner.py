@@ -199,3 +199,12 @@ def test_ctrl_c_exits_cleanly_and_keeps_outputs(tmp_path, clean_run):
     assert "interrupted" in err and "Traceback" not in err
     assert (out / "preprocess" / "train_x.npy").exists()        # finished steps are kept
     assert not (out / "train" / "model.npz").exists()
+
+
+def test_a_stale_step_several_steps_upstream_warns(setup, caplog):
+    _, run = setup
+    run()
+    with caplog.at_level("WARNING", logger="pipeline"):
+        assert run("train.epochs=3", stages=["submit"]) == []
+    assert "submit is built on the outputs of train, which is stale: param train.epochs" \
+        in caplog.text

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_params
+from conftest import make_params, sample_rows, write_lines
 from pipeline import artifacts, preprocess, runner, submit
 from pipeline.errors import PipelineError
 from pipeline.stages import STEPS, artifact
@@ -99,3 +99,17 @@ def test_another_seed_gives_other_weights(tmp_path, tiny_csvs):
         run_until(params, "train")
         models.append(artifact(params, "train", "model.npz").read_bytes())
     assert models[0] != models[1]
+
+
+def test_too_few_rows_for_a_validation_split_is_an_error(tmp_path):
+    rows = sample_rows("train.csv.gz", 400)
+    # One row per class: no class can spare a validation row.
+    firsts = {}
+    for line in rows[1:]:
+        firsts.setdefault(line.split(",")[0], line)
+    train_csv = write_lines(tmp_path / "train.csv", [rows[0], *firsts.values()])
+    test_csv = write_lines(tmp_path / "test.csv", sample_rows("test.csv.gz", 5))
+    params = make_params(tmp_path, train_csv, test_csv)
+    with pytest.raises(PipelineError, match="10 labelled rows give 10 training and 0 validation"):
+        run_until(params, "preprocess:train")
+    assert not (Path(params["outputs"]) / "preprocess" / "train_x.npy").exists()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, sample_rows
-from pipeline import artifacts, network, params as params_mod, predict, train
+from pipeline import artifacts, model, network, params as params_mod, train
 from pipeline.augment import Augmenter
 from pipeline.errors import PipelineError
 from pipeline.schedule import Schedule
@@ -125,11 +125,11 @@ def run_stage(tmp_path, digits, *overrides):
 
 def test_ensemble_probabilities_are_the_mean_of_its_members(tmp_path, digits):
     X_val, y_val = digits[2], digits[3]
-    model, history, metrics = run_stage(tmp_path / "three", digits, "train.members=3")
-    assert model["W1"].shape == (3, 784, 16) and model["b2"].shape == (3, 10)
-    nets = predict.members(model)
+    saved, history, metrics = run_stage(tmp_path / "three", digits, "train.members=3")
+    assert saved["W1"].shape == (3, 784, 16) and saved["b2"].shape == (3, 10)
+    nets = model.members(saved)
     each = [network.predict_proba(net, X_val) for net in nets]
-    mean = predict.ensemble_proba(nets, X_val, batch_size=7)
+    mean = model.ensemble_proba(nets, X_val, batch_size=7)
     np.testing.assert_allclose(mean, np.mean(each, axis=0), rtol=1e-6, atol=1e-7)
     assert not np.allclose(each[0], each[1])                    # different seeds
     assert metrics["val_accuracy"] == (mean.argmax(axis=1) == y_val).mean()
@@ -140,7 +140,7 @@ def test_ensemble_probabilities_are_the_mean_of_its_members(tmp_path, digits):
     assert [line.split(",")[-1] for line in lines[1:]] == ["0", "0", "1", "1", "2", "2"]
     # Member 0 does not depend on the size of the ensemble.
     single, _, _ = run_stage(tmp_path / "one", digits, "train.members=1")
-    assert all(np.array_equal(single[k][0], model[k][0]) for k in network.PARAM_NAMES)
+    assert all(np.array_equal(single[k][0], saved[k][0]) for k in network.PARAM_NAMES)
 
 
 def test_all_rows_says_validation_is_not_held_out(tmp_path, digits, caplog):

@@ -1,0 +1,38 @@
+"""The saved model: K networks (an ensemble of one or more) stacked in one .npz.
+
+Loading, checking and averaging it, for predict, report and predict-image alike.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline import artifacts, network
+from pipeline.errors import PipelineError
+
+
+def members(model: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """Split a saved model (arrays stacked over K members) into K param dicts."""
+    missing = [k for k in network.PARAM_NAMES if k not in model]
+    if missing:
+        raise PipelineError(f"the saved model lacks {', '.join(missing)}")
+    return [{k: model[k][i] for k in network.PARAM_NAMES} for i in range(len(model["W1"]))]
+
+
+def load(path) -> list[dict[str, np.ndarray]]:
+    """The networks saved by train in `path`, checked to hold finite weights."""
+    model = artifacts.load_arrays(path, "train")
+    nets = members(model)
+    bad = [k for k in network.PARAM_NAMES if not np.isfinite(model[k]).all()]
+    if bad:
+        raise PipelineError(f"{path}: the weights are not finite (NaN or infinity in "
+                            f"{', '.join(bad)}): retrain with `python run.py train --force`")
+    return nets
+
+
+def ensemble_proba(nets: list[dict], X: np.ndarray, batch_size: int) -> np.ndarray:
+    """Mean of the members' softmax outputs, (N, 10)."""
+    total = network.predict_proba(nets[0], X, batch_size)
+    for params in nets[1:]:
+        total += network.predict_proba(params, X, batch_size)
+    total /= len(nets)
+    return total
