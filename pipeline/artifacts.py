@@ -83,19 +83,23 @@ def remove_temporaries(folder: Path) -> None:
 
 
 def write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
 def write_text(path: Path, text: str) -> None:
+    """Write `text` as UTF-8 to `path` atomically."""
     write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: Path, obj: Any) -> None:
+    """Write `obj` as indented JSON with sorted keys, atomically."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def save_array(path: Path, array: np.ndarray) -> None:
+    """Save one array as .npy, atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array, allow_pickle=False)
 
@@ -112,10 +116,10 @@ def _missing(path: Path, producer: str | None) -> PipelineError:
     return PipelineError(f"{path} is missing{hint}")
 
 
-def load_array(path: Path, producer: str | None = None, mmap: bool = False) -> np.ndarray:
+def load_array(path: Path, producer: str | None = None) -> np.ndarray:
     """Load a .npy artifact; a missing or unreadable one names the stage to run."""
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise _missing(path, producer) from None
     except (ValueError, OSError, EOFError) as exc:
@@ -143,6 +147,7 @@ def load_arrays(path: Path, producer: str | None = None) -> dict[str, np.ndarray
 
 
 def load_json(path: Path, producer: str | None = None) -> Any:
+    """Load a JSON artifact; a missing one names the stage to run."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -282,6 +282,7 @@ def _cores() -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The benchmark's options."""
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=KAGGLE,
@@ -384,6 +385,7 @@ def profile_epoch(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.nda
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print one table row per figure."""
     args = parse_args(argv)
     torch = None
     if not args.no_torch:

@@ -28,6 +28,7 @@ examples:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line's stages, options and overrides."""
     parser = argparse.ArgumentParser(
         prog="run.py", description="Kaggle Digit Recognizer: CSVs -> submission.csv.",
         epilog=USAGE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,6 +56,7 @@ class _Format(logging.Formatter):
 
 
 def setup_logging(quiet: bool) -> None:
+    """Plain lines on stdout from the "pipeline" logger; warnings only when quiet."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(_Format())
     log.handlers[:] = [handler]
@@ -104,6 +106,7 @@ def predict_images(params: dict, paths: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status (0, 1 on an error, 130 on Ctrl-C)."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(args.quiet)
     try:

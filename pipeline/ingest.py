@@ -18,7 +18,6 @@ import io
 import logging
 import re
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -259,23 +258,6 @@ def read_digits_csv(path: str | Path, labelled: bool) -> tuple[np.ndarray, np.nd
     """
     path = Path(path)
     return parse_digits(path, _read_bytes(path), labelled)
-
-
-def read_train_and_test(train: str | Path, test: str | Path
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read both CSVs, as a full ingest does: (train images (N, 784) uint8, train
-    labels (N,) int64, test images (M, 784) uint8).
-
-    The test file is read and gunzipped on a second thread while the train file
-    is parsed (zlib lets go of the GIL; the parser does not). A bad train file is
-    reported first.
-    """
-    train, test = Path(train), Path(test)
-    with ThreadPoolExecutor(1) as pool:
-        test_raw = pool.submit(_read_bytes, test)
-        images, labels = read_digits_csv(train, labelled=True)
-        test_images, _ = parse_digits(test, test_raw.result(), labelled=False)
-    return images, labels, test_images
 
 
 def run_train(csv_path: Path, images_out: Path, labels_out: Path) -> None:

@@ -16,9 +16,9 @@ def run(inputs: dict, out: dict, batch_size: int) -> None:
     """`inputs` maps model, test_x, val_x, val_y to paths; `out` maps test_probs,
     test_labels, val_probs and metrics to paths."""
     nets = model.load(inputs["model"])
-    test_x = artifacts.load_array(inputs["test_x"], "preprocess")
-    val_x = artifacts.load_array(inputs["val_x"], "preprocess")
-    val_y = artifacts.load_array(inputs["val_y"], "preprocess")
+    test_x = artifacts.load_array(inputs["test_x"], "preprocess")     # (M, 784) float32
+    val_x = artifacts.load_array(inputs["val_x"], "preprocess")       # (N_val, 784) float32
+    val_y = artifacts.load_array(inputs["val_y"], "preprocess")       # (N_val,) int64
     n_in = nets[0]["W1"].shape[0]
     for name, X in (("test", test_x), ("validation", val_x)):
         if X.ndim != 2 or X.shape[1] != n_in:

@@ -39,8 +39,8 @@ def _duration(seconds: float) -> str:
 
 class Epochs:
     """The `on_epoch` hook of train.fit: one bar over the epochs of every member,
-    or one log line per epoch with the time left. Call `close()` when training
-    ends (early stopping may end it before every epoch has run)."""
+    or one log line per epoch with the time left. Use it as a context manager, so
+    the bar is closed however training ends (early stopping, an error)."""
 
     def __init__(self, epochs: int, members: int = 1, desc: str = "train",
                  stream: TextIO | None = None):
@@ -78,11 +78,6 @@ class Epochs:
             self._redirect.__exit__(None, None, None)
             self.bar.close()
             self.bar = None
-
-    def __del__(self) -> None:
-        # Training that stops with an error never reaches close(): restore the
-        # logger's own handler all the same.
-        self.close()
 
     def __enter__(self) -> "Epochs":
         return self

@@ -282,10 +282,10 @@ def run(inputs: dict, out: dict) -> None:
     FIGURES and `index` to its path."""
     history = read_history(inputs["history"])
     nets = model.load(inputs["model"])
-    val_x = artifacts.load_array(inputs["val_x"], "preprocess")
-    val_y = artifacts.load_array(inputs["val_y"], "preprocess")
-    val_probs = artifacts.load_array(inputs["val_probs"], "predict")
-    test_labels = artifacts.load_array(inputs["test_labels"], "predict")
+    val_x = artifacts.load_array(inputs["val_x"], "preprocess")       # (N_val, 784) float32
+    val_y = artifacts.load_array(inputs["val_y"], "preprocess")       # (N_val,) int64
+    val_probs = artifacts.load_array(inputs["val_probs"], "predict")  # (N_val, 10)
+    test_labels = artifacts.load_array(inputs["test_labels"], "predict")  # (M,) int64
     scores = artifacts.load_json(inputs["metrics"], "predict")
     if not (len(val_x) == len(val_y) == len(val_probs)):
         raise PipelineError(

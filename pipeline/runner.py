@@ -32,6 +32,7 @@ class Status:
     reasons: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
+        """"stale: param train.epochs changed (12 -> 5)", or just the state."""
         return self.state + (": " + "; ".join(self.reasons) if self.reasons else "")
 
 
@@ -44,6 +45,7 @@ def code_hash(modules: tuple[str, ...]) -> str:
 
 
 def record_path(params: dict, step: Step) -> Path:
+    """Where the step's fingerprint is kept."""
     return Path(params["outputs"]) / RECORDS / (step.name.replace(":", "-") + ".json")
 
 

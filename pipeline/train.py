@@ -130,7 +130,9 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
             on_epoch(row)
         if keep_best or patience:
             if best_epoch(history) == epoch:
-                best, since_best = {k: v.copy() for k, v in params.items()}, 0
+                since_best = 0
+                if keep_best:                   # patience alone needs no copy
+                    best = {k: v.copy() for k, v in params.items()}
             else:
                 since_best += 1
             if patience and since_best >= patience:
@@ -167,10 +169,10 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
             "train.all_rows=true trains on the validation rows, so train.keep_best and "
             "train.patience cannot choose the epoch on them: choose train.epochs on a run "
             "without all_rows, then set train.keep_best=false and train.patience=0")
-    X = artifacts.load_array(inputs["train_x"], "preprocess")
-    y = artifacts.load_array(inputs["train_y"], "preprocess")
-    X_val = artifacts.load_array(inputs["val_x"], "preprocess")
-    y_val = artifacts.load_array(inputs["val_y"], "preprocess")
+    X = artifacts.load_array(inputs["train_x"], "preprocess")         # (N, 784) float32
+    y = artifacts.load_array(inputs["train_y"], "preprocess")         # (N,) int64
+    X_val = artifacts.load_array(inputs["val_x"], "preprocess")       # (N_val, 784) float32
+    y_val = artifacts.load_array(inputs["val_y"], "preprocess")       # (N_val,) int64
     if all_rows:
         X, y = np.concatenate([X, X_val]), np.concatenate([y, y_val])
     side = int(round(np.sqrt(X.shape[1])))
@@ -179,23 +181,24 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
     lr_at = Schedule(schedule, lr, epochs, lr_min, lr_step_epochs, lr_step_gamma)
     started = time.perf_counter()
     nets, history, val_probs = [], [], []
-    shown = progress.Epochs(epochs, members)       # a bar on a terminal, else log lines
-    for k in range(members):
-        def on_epoch(row: dict, k: int = k) -> None:
-            row.update(member=k, members=members)
-            shown(row)
-        # Overflow on the way to divergence would print NumPy warnings before fit's error.
-        with np.errstate(over="ignore", invalid="ignore"):
-            params, rows = fit(
-                X, y, X_val, y_val, hidden=hidden, epochs=epochs, batch_size=batch_size,
-                lr=lr, rms_decay=rms_decay, eps=eps, l2=l2,
-                rng=np.random.default_rng([seed, 2, k]), schedule=lr_at,
-                augment=augmenter if augmenter.active else None, input_dropout=input_dropout,
-                max_norm=max_norm, keep_best=keep_best, patience=patience, on_epoch=on_epoch)
-        nets.append(params)
-        history += rows
-        val_probs.append(network.predict_proba(params, X_val))
-    shown.close()
+    # A bar on a terminal, else log lines; closed even when training fails.
+    with progress.Epochs(epochs, members) as shown:
+        for k in range(members):
+            def on_epoch(row: dict, k: int = k) -> None:
+                row.update(member=k, members=members)
+                shown(row)
+            # Overflow on the way to divergence would print NumPy warnings before fit's error.
+            with np.errstate(over="ignore", invalid="ignore"):
+                params, rows = fit(
+                    X, y, X_val, y_val, hidden=hidden, epochs=epochs, batch_size=batch_size,
+                    lr=lr, rms_decay=rms_decay, eps=eps, l2=l2,
+                    rng=np.random.default_rng([seed, 2, k]), schedule=lr_at,
+                    augment=augmenter if augmenter.active else None,
+                    input_dropout=input_dropout, max_norm=max_norm, keep_best=keep_best,
+                    patience=patience, on_epoch=on_epoch)
+            nets.append(params)
+            history += rows
+            val_probs.append(network.predict_proba(params, X_val))
     accuracy = [float((p.argmax(axis=1) == y_val).mean()) for p in val_probs]
     ensemble = np.mean(val_probs, axis=0)                          # (N_val, 10)
     val_accuracy = float((ensemble.argmax(axis=1) == y_val).mean())

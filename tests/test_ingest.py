@@ -213,25 +213,6 @@ def test_whitespace_lines_in_a_long_file_are_skipped(tmp_path):
     np.testing.assert_array_equal(labels, want_labels)
 
 
-def test_read_train_and_test_matches_reading_each(tmp_path):
-    train = write_lines(tmp_path / "train.csv", TRAIN)
-    test = tmp_path / "test.csv.gz"
-    test.write_bytes(gzip.compress(("\n".join(TEST) + "\n").encode()))
-    images, labels, test_images = ingest.read_train_and_test(train, test)
-    np.testing.assert_array_equal(images, ingest.read_digits_csv(train, True)[0])
-    np.testing.assert_array_equal(labels, ingest.read_digits_csv(train, True)[1])
-    np.testing.assert_array_equal(test_images, ingest.read_digits_csv(test, False)[0])
-
-
-def test_read_train_and_test_reports_the_train_file_first(tmp_path):
-    train = write_lines(tmp_path / "train.csv", with_cell(TRAIN, 2, 2, "x"))
-    with pytest.raises(PipelineError, match=r"train.csv, line 3, column 3"):
-        ingest.read_train_and_test(train, tmp_path / "missing.csv")
-    good = write_lines(tmp_path / "good.csv", TRAIN)
-    with pytest.raises(PipelineError, match=r"missing.csv: file not found"):
-        ingest.read_train_and_test(good, tmp_path / "missing.csv")
-
-
 def test_resolve_data_falls_back_to_the_sample_only_when_both_are_absent(tmp_path):
     present = write_lines(tmp_path / "train.csv", TRAIN)
     absent = tmp_path / "test.csv"
