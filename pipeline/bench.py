@@ -9,7 +9,8 @@ row per figure:
     shapes (the floor everything else is measured against);
   - prediction: images per second;
   - the same network, batch size, RMSprop, L2 and float32 in PyTorch on the CPU,
-    when it is installed (`pip install -r requirements-bench.txt`), side by side;
+    when it is installed (`pip install -r requirements-bench.txt`), side by side,
+    and the matmul-only epoch against it: the best ratio any training epoch could reach;
   - the whole default `python run.py`: wall seconds and peak resident memory.
 
 The NumPy epochs are those of one `train.fit` run; after each, a matmul-only epoch
@@ -242,10 +243,14 @@ def machine(threads: int, torch) -> str:
     """One line naming the CPU, the core count and the libraries."""
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        # A VM's model name can be bare ("AMD EPYC"); family and model tell the generation.
+        fields = dict(line.split(":", 1) for line in
+                      Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+                      if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        if "model name" in fields:
+            cpu = f"{fields['model name']} (family {fields.get('cpu family', '?')}, " \
+                  f"model {fields.get('model', '?')})"
     blas = ""
     with contextlib.suppress(ImportError):
         from threadpoolctl import threadpool_info
@@ -256,7 +261,8 @@ def machine(threads: int, torch) -> str:
         blas += f", OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']}"
     return (f"{cpu}, {os.cpu_count()} cores, {threads} threads; Python "
             f"{platform.python_version()}, NumPy {np.__version__}{blas}"
-            + (f", PyTorch {torch.__version__}" if torch else ", no PyTorch"))
+            + (f", PyTorch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()})"
+               if torch else ", no PyTorch"))
 
 
 def limit_threads(threads: int) -> contextlib.AbstractContextManager:
@@ -365,6 +371,9 @@ def report_training(times: dict[str, list[float]], gflop: float, rows: tuple[int
         row("training / PyTorch", f"{best['numpy'] / best['torch']:.2f}x",
             f"{threads} threads each; {ratios(times['numpy'], times['torch'])}; "
             "target <= 0.5x")
+        # Products alone, at this BLAS's speed: no training epoch can do better.
+        row("matmul-only / PyTorch", f"{best['matmul'] / best['torch']:.2f}x",
+            f"the floor of training / PyTorch; {ratios(times['matmul'], times['torch'])}")
 
 
 def profile_epoch(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,

@@ -48,6 +48,17 @@ def test_bench_reports_every_figure(capsys):
     assert not any("PyTorch" in k for k in rows)
 
 
+def test_bench_reports_the_pytorch_rows_when_installed(capsys):
+    torch = pytest.importorskip("torch")
+    assert bench.main(["--generate", "300", "100", "--repeats", "1", "--threads", "1",
+                       "--no-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"PyTorch {torch.__version__} (" in out.splitlines()[0]
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| (.+?) \| (.+?) \|", out, re.M)}
+    for figure in ("training / PyTorch", "matmul-only / PyTorch"):
+        assert re.fullmatch(r"\d+\.\d\dx", rows.get(figure, "")), (figure, out)
+
+
 def test_pytorch_contender_takes_the_same_step_as_ours(rng):
     """The comparison is only fair if PyTorch does the same work: from the same
     weights, two steps on the same batches must give the same weights (the second
