@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline import artifacts, ingest, kaggle, params as params_mod, runner, stages
+from pipeline import artifacts, ingest, kaggle, params as params_mod, predict, runner, stages
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline")
@@ -21,7 +21,7 @@ examples:
   python run.py                          run what is out of date
   python run.py train predict            just those stages
   python run.py --set train.epochs=5     override a param for this run
-  python run.py --from preprocess        that stage and every one after it
+  python run.py --from preprocess        that stage and every later one, if stale
   python run.py submit --kaggle "first"  make submission.csv and upload it to Kaggle
   python run.py predict-image seven.png  classify a PNG or JPEG of a digit
 """
@@ -40,7 +40,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "(repeatable; the value is read as YAML)")
     parser.add_argument("--force", action="store_true", help="run the named stages even if up to date")
     parser.add_argument("--from", dest="start", metavar="STAGE",
-                        help="run this stage and every stage after it")
+                        help="run this stage and every stage after it, those that are stale "
+                        "(with --force, all of them)")
     parser.add_argument("--kaggle", metavar="MESSAGE",
                         help="after the run, upload submission.csv to the Kaggle competition "
                         "with this message (needs the kaggle command)")
@@ -73,14 +74,25 @@ def print_status(params: dict) -> None:
 
 
 def summarize(params: dict) -> None:
-    """The closing lines: validation accuracy and where the submission is."""
+    """The closing lines: validation accuracy and where the submission is, each
+    flagged when the step that wrote it is behind the params and data."""
     metrics, submission = stages.metrics_path(params), stages.submission_path(params)
+    states = dict(runner.status(params))
+
+    def behind(step: str) -> str:
+        st = states[step]
+        if st.state == "up to date" and not st.reasons:
+            return ""
+        return " (out of date: run `python run.py` to update it)"
+
     if metrics.exists():
-        acc = artifacts.load_json(metrics).get("val_accuracy")
-        if acc is not None:
-            log.info("validation accuracy: %.2f%%", 100 * acc)
+        scores = artifacts.load_json(metrics)
+        if scores.get("val_accuracy") is not None:
+            held_out = "" if scores.get("val_held_out", True) else predict.NOT_HELD_OUT
+            log.info("validation accuracy: %.2f%%%s%s", 100 * scores["val_accuracy"],
+                     held_out, behind("predict"))
     if submission.exists():
-        log.info("submission: %s", submission)
+        log.info("submission: %s%s", submission, behind("submit"))
 
 
 def upload_if_current(params: dict, message: str) -> None:
@@ -99,10 +111,15 @@ def predict_images(params: dict, paths: list[str]) -> int:
     if not paths:
         raise PipelineError("predict-image: expected one or more image paths (PNG or JPEG)")
     model = stages.artifact(params, "train", "model.npz")
+    failed = False
     for path, top in zip(paths, image.classify(model, [Path(p) for p in paths],
                                                params["predict.batch_size"])):
-        print(image.describe(path, top))
-    return 0
+        if isinstance(top, PipelineError):
+            print(f"error: {top}", file=sys.stderr, flush=True)
+            failed = True
+        else:
+            print(image.describe(path, top), flush=True)
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("%s and %s not found: using the bundled sample in %s. For the "
                         "competition's data see README.md (Getting the data).",
                         params["data.train"], params["data.test"], params["data.sample"])
-            log.info(kaggle.download_hint(Path(params["data.train"])))
+            # The long hint only when the sample is read, not on every later run.
+            if args.force or any(runner.Runner(params).check(s).state != "up to date"
+                                 for s in steps if s.stage == "ingest"):
+                log.info(kaggle.download_hint(Path(params["data.train"])))
         if args.kaggle is None:
             runner.run(params, steps, force=args.force)
         else:
@@ -153,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except MemoryError as exc:  # e.g. --set train.hidden=100000000
+        if args.debug:
+            raise
+        print(f"error: not enough memory ({exc or 'an allocation failed'}): smaller sizes "
+              "in the params (train.hidden, the batch sizes) need less", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: completed outputs are kept; run again to resume", file=sys.stderr)

@@ -136,17 +136,29 @@ def prepare(grey: np.ndarray, where: str = "image") -> np.ndarray:
 
 
 def classify(model_path: Path, paths: list[Path], batch_size: int = 4096,
-             k: int = 3) -> list[list[tuple[int, float]]]:
-    """The `k` likeliest (class, probability) pairs for each image in `paths`."""
+             k: int = 3) -> list[list[tuple[int, float]] | PipelineError]:
+    """The `k` likeliest (class, probability) pairs for each image in `paths`, or,
+    for an image that cannot be read or holds no digit, the error that says why:
+    one bad file does not hold back the others."""
     nets = model.load(model_path)
-    X = np.stack([prepare(read_grey(p), str(p)) for p in paths])    # (n, 784)
     n_in = nets[0]["W1"].shape[0]
-    if n_in != X.shape[1]:
-        raise PipelineError(f"{model_path} expects {n_in} inputs, not {X.shape[1]} "
+    if n_in != SIDE * SIDE:
+        raise PipelineError(f"{model_path} expects {n_in} inputs, not {SIDE * SIDE} "
                             "(28x28 images): retrain with `python run.py --force`")
-    probs = model.ensemble_proba(nets, X, batch_size)             # (n, 10)
-    best = np.argsort(-probs, axis=1, kind="stable")[:, :k]         # (n, k)
-    return [[(int(c), float(probs[i, c])) for c in row] for i, row in enumerate(best)]
+    results: list = []
+    for path in paths:
+        try:
+            results.append(prepare(read_grey(path), str(path)))     # (784,)
+        except PipelineError as exc:
+            results.append(exc)
+    good = [i for i, r in enumerate(results) if not isinstance(r, PipelineError)]
+    if good:
+        probs = model.ensemble_proba(nets, np.stack([results[i] for i in good]),
+                                     batch_size)                     # (len(good), 10)
+        best = np.argsort(-probs, axis=1, kind="stable")[:, :k]     # (len(good), k)
+        for row, i in enumerate(good):
+            results[i] = [(int(c), float(probs[row, c])) for c in best[row]]
+    return results
 
 
 def describe(path: Path, top: list[tuple[int, float]]) -> str:

@@ -80,9 +80,11 @@ def _check_header(path: Path, names: list[str], labelled: bool) -> tuple[bool, b
             f"{path}, line 1: expected a header row ({expected}), found a row of numbers")
     if labelled and not has_label:
         hint = " (is this the test file?)" if "label" not in rest else ""
+        found = rest[0] if rest else ""
+        found = found if len(found) <= 40 else found[:37] + "..."
         raise PipelineError(
             f"{path}, line 1: expected a 'label' column first ({expected}), "
-            f"found '{rest[0] if rest else ''}'{hint}")
+            f"found '{found}'{hint}")
     if not labelled and "label" in rest:
         raise PipelineError(
             f"{path}, line 1: expected no 'label' column in a test file ({expected}), found "
@@ -106,7 +108,8 @@ def _parse_rows(data: bytes, skip: int, n_cols: int, has_index: bool,
     """Parse CSV lines (after the first `skip`) into an (N, n_cols) array, or raise
     ValueError. Values are checked: labels 0-9, pixels 0-255; an index column only
     has to hold integers. The data must hold at least one non-blank line."""
-    # Parsing into uint8 rejects a pixel below 0 or above 255 by itself; an index
+    # Parsing into uint8 rejects a pixel below 0 or above 255 by itself (NumPy >= 2.3;
+    # older versions wrap it round, which is why requirements.txt asks for 2.3); an index
     # column needs a wider type, and then the pixels are range-checked afterwards.
     dtype = np.int64 if has_index else np.uint8
     values = np.loadtxt(io.BytesIO(data), dtype=dtype, delimiter=",", comments=None,
@@ -224,6 +227,11 @@ def parse_digits(path: Path, raw: bytes, labelled: bool) -> tuple[np.ndarray, np
         names = [n.strip().strip('"') for n in header.decode("utf-8").split(",")]
     except UnicodeDecodeError:
         raise PipelineError(f"{path}, line 1: expected a UTF-8 text header row") from None
+    if len(names) == 1:              # e.g. Excel in a comma-decimal locale writes ';'
+        other = next((d for d in (";", "\t", "|") if d in names[0]), None)
+        if other:
+            raise PipelineError(f"{path}, line 1: expected commas between the columns, "
+                                f"found {other!r}")
     has_index, has_label = _check_header(path, names, labelled)
     if end < 0 or not _NON_BLANK.search(raw, end + 1):
         raise PipelineError(f"{path}: expected data rows after the header, found none")

@@ -11,10 +11,13 @@ from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
+NOT_HELD_OUT = " (not held out: train.all_rows=true trained on these rows)"
 
-def run(inputs: dict, out: dict, batch_size: int) -> None:
+
+def run(inputs: dict, out: dict, batch_size: int, held_out: bool = True) -> None:
     """`inputs` maps model, test_x, val_x, val_y to paths; `out` maps test_probs,
-    test_labels, val_probs and metrics to paths."""
+    test_labels, val_probs and metrics to paths. held_out is False when the model
+    was trained on the validation rows too (train.all_rows): metrics say so."""
     nets = model.load(inputs["model"])
     test_x = artifacts.load_array(inputs["test_x"], "preprocess")     # (M, 784) float32
     val_x = artifacts.load_array(inputs["val_x"], "preprocess")       # (N_val, 784) float32
@@ -30,10 +33,11 @@ def run(inputs: dict, out: dict, batch_size: int) -> None:
                             "preprocess --force`")
     test_probs = model.ensemble_proba(nets, test_x, batch_size)          # (M, 10)
     val_probs = model.ensemble_proba(nets, val_x, batch_size)            # (N_val, 10)
-    scores = metrics.summary(val_probs, val_y)
+    scores = {**metrics.summary(val_probs, val_y), "val_held_out": held_out}
     artifacts.save_array(out["test_probs"], test_probs)
     artifacts.save_array(out["test_labels"], test_probs.argmax(axis=1).astype(np.int64))
     artifacts.save_array(out["val_probs"], val_probs)
     artifacts.write_json(out["metrics"], scores)
-    log.info("predict: %d test images; validation accuracy %.2f%% on %d rows",
-             len(test_x), 100 * scores["val_accuracy"], len(val_y))
+    log.info("predict: %d test images; validation accuracy %.2f%% on %d rows%s",
+             len(test_x), 100 * scores["val_accuracy"], len(val_y),
+             "" if held_out else NOT_HELD_OUT)

@@ -100,6 +100,8 @@ class Runner:
             old = record.get("deps", {}).get(name)
             if not path.exists():
                 reasons.append(f"input {path} is missing")
+            elif path.is_dir():
+                reasons.append(f"input {path} is a directory")
             elif old is None or self._state(path)["hash"] != old["hash"]:
                 reasons.append(f"input {path} changed")
         for name, path in step.outs(self.params).items():
@@ -133,10 +135,16 @@ class Runner:
         for step in steps:
             deps, outs = step.deps(self.params), step.outs(self.params)
             for path in deps.values():
-                if not path.exists():
-                    producer = producers(self.params).get(path)
-                    hint = f": run `python run.py {producer.stage}` first" if producer else ""
-                    raise PipelineError(f"{path} is missing{hint}")
+                producer = producers(self.params).get(path)
+                if path.is_dir():
+                    raise PipelineError(f"{path}: expected a file, found a directory")
+                if not path.exists() and producer:
+                    raise PipelineError(
+                        f"{path} is missing: run `python run.py {producer.stage}` first")
+                if not path.exists():                       # a data file
+                    raise PipelineError(
+                        f"{path}: file not found (expected a CSV file there; README.md, "
+                        "Getting the data, says where to get the competition's files)")
             for folder in {p.parent for p in outs.values()}:
                 artifacts.remove_temporaries(folder)
             dep_states = {name: self._state(path) for name, path in deps.items()}
@@ -163,7 +171,9 @@ def select(stages: list[str], start: str | None) -> list[Step]:
     names = list(STAGES) + [s.name for s in STEPS]
     for name in stages + ([start] if start else []):
         if name not in names:
-            raise PipelineError(f"unknown stage '{name}': expected one of {', '.join(STAGES)}")
+            raise PipelineError(
+                f"unknown stage '{name}': expected one of {', '.join(STAGES)}, a step such "
+                f"as {STEPS[0].name}, or the commands status and predict-image")
     if start:
         first = next(i for i, s in enumerate(STEPS) if start in (s.stage, s.name))
         return list(STEPS[first:])

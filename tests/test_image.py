@@ -6,7 +6,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from conftest import make_params, run_cli, sample_rows
-from pipeline import artifacts, image, model
+from pipeline import artifacts, image, model, network
 from pipeline.errors import PipelineError
 
 
@@ -108,6 +108,29 @@ def test_a_blank_image_has_no_digit(tmp_path):
     Image.new("L", (50, 40), 200).save(tmp_path / "blank.png")
     with pytest.raises(PipelineError, match=r"blank\.png: found no digit"):
         image.prepare(image.read_grey(tmp_path / "blank.png"), str(tmp_path / "blank.png"))
+
+
+def test_a_bad_file_does_not_hold_back_the_others(tmp_path, rng):
+    nets = [network.init_params(rng)]
+    saved = tmp_path / "model.npz"
+    artifacts.save_arrays(saved, **{k: np.stack([n[k] for n in nets]) for k in network.PARAM_NAMES})
+    digits, _ = sample_digits(2)
+    good = [render(d, tmp_path / f"d{i}.png") for i, d in enumerate(digits)]
+    Image.new("L", (50, 40), 200).save(tmp_path / "blank.png")
+    results = image.classify(saved, [good[0], tmp_path / "blank.png", tmp_path / "gone.png",
+                                     good[1]])
+    assert isinstance(results[1], PipelineError) and "blank.png: found no digit" in str(results[1])
+    assert isinstance(results[2], PipelineError) and "gone.png: file not found" in str(results[2])
+    alone = image.classify(saved, good)              # the same answers without the bad two
+    assert [results[0], results[3]] == alone and len(alone[0]) == 3
+    (tmp_path / "out" / "train").mkdir(parents=True)
+    saved.rename(tmp_path / "out" / "train" / "model.npz")
+    done = run_cli(f"--set=outputs={tmp_path / 'out'}", "predict-image", str(good[0]),
+                   str(tmp_path / "blank.png"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stdout.startswith(f"{good[0]}: ") and len(done.stdout.splitlines()) == 1
+    assert done.stderr.splitlines() == [f"error: {tmp_path / 'blank.png'}: found no digit "
+                                        "(the image is one flat shade)"]
 
 
 def test_predict_image_command_agrees_with_the_model_on_the_original(tmp_path, tiny_csvs):

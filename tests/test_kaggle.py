@@ -178,6 +178,11 @@ def test_without_stdin_the_cli_never_asks_and_prints_the_command(tmp_path, kaggl
     assert f"kaggle competitions download -c digit-recognizer -p {tmp_path / 'data'}" \
         in done.stdout
     assert calls(log) == []
+    again = run_cli(f"--set=data.train={tmp_path / 'data' / 'train.csv'}",
+                    f"--set=data.test={tmp_path / 'data' / 'test.csv'}",
+                    f"--set=outputs={tmp_path / 'out'}", "ingest", env=env, timeout=60)
+    assert "using the bundled sample" in again.stdout     # still the sample's results
+    assert "kaggle competitions download" not in again.stdout   # the long hint once
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pseudo-terminals as on Linux")

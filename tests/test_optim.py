@@ -35,3 +35,11 @@ def test_step_is_in_place_and_keeps_dtype():
     RMSprop(p, lr=0.01).step(p, {"w": np.full((2, 2), 0.3, np.float32)})
     assert p["w"] is w and w.dtype == np.float32
     assert w[0, 0] == pytest.approx(1 - 0.01 / np.sqrt(0.1), rel=1e-5)
+
+
+def test_eps_is_added_after_the_square_root():
+    # With eps = 0.5 the two placements differ plainly: s = 0.1 * 4**2 = 1.6, and
+    # 0.1 * 4 / (sqrt(1.6) + 0.5) = 0.226640, where sqrt(1.6 + 0.5) would give 0.276026.
+    p = {"w": np.zeros(1, np.float32)}
+    RMSprop(p, lr=0.1, decay=0.9, eps=0.5).step(p, {"w": np.full(1, 4.0, np.float32)})
+    np.testing.assert_allclose(p["w"], [-0.226640], rtol=1e-5)

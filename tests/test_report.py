@@ -28,7 +28,7 @@ def test_report_runs_last_and_writes_every_figure_and_the_page(built):
     assert ran[-1] == "report"
     for name in report.FIGURES:
         with Image.open(folder / f"{name}.png") as png:
-            # The mistakes grid has one row per ten mistakes: a good tiny model may make few.
+            # The mistakes grid has one row per eight mistakes: a good tiny model may make few.
             assert png.format == "PNG" and png.width >= 500 and png.height >= 150
     page = (folder / "index.html").read_text()
     assert set(re.findall(r'<img src="([\w.]+)"', page)) == {f"{n}.png" for n in report.FIGURES}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, make_params, run_cli, sample_rows, write_lines
-from pipeline import runner
+from pipeline import artifacts, cli, runner
 from pipeline.stages import STEPS
 
 ALL = [s.name for s in STEPS]
@@ -208,3 +208,42 @@ def test_a_stale_step_several_steps_upstream_warns(setup, caplog):
         assert run("train.epochs=3", stages=["submit"]) == []
     assert "submit is built on the outputs of train, which is stale: param train.epochs" \
         in caplog.text
+
+
+def test_closing_lines_flag_results_a_partial_run_left_behind(tmp_path, tiny_csvs):
+    args = [f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
+            f"--set=outputs={tmp_path / 'out'}"]
+    assert run_cli(*args, "--set=train.epochs=1").returncode == 0
+    # Training again with new params leaves predict's accuracy and the submission behind.
+    partial = run_cli("train", *args, "--set=train.epochs=2")
+    closing = [line for line in partial.stdout.splitlines()
+               if line.startswith(("validation accuracy", "submission"))]
+    assert len(closing) == 2 and all("(out of date: run `python run.py`" in line
+                                     for line in closing), partial.stdout
+    whole = run_cli(*args, "--set=train.epochs=2")
+    assert whole.returncode == 0 and "validation accuracy: " in whole.stdout
+    assert "out of date" not in whole.stdout
+
+
+def test_all_rows_marks_the_accuracy_as_not_held_out(tmp_path, tiny_csvs):
+    out = tmp_path / "out"
+    result = run_cli(f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
+                     f"--set=outputs={out}", "--set=train.epochs=1",
+                     "--set=train.all_rows=true")
+    assert result.returncode == 0, result.stderr
+    assert artifacts.load_json(out / "metrics.json")["val_held_out"] is False
+    closing = next(line for line in result.stdout.splitlines()
+                   if line.startswith("validation accuracy"))
+    assert "not held out" in closing
+
+
+def test_running_out_of_memory_is_one_line(tmp_path, tiny_csvs, monkeypatch, capsys):
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 584. GiB for an array with shape (784, 100000000)")
+    monkeypatch.setattr(runner, "run", too_big)
+    status = cli.main([f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
+                       f"--set=outputs={tmp_path / 'out'}", "--set=train.hidden=100000000"])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1
+    assert err.startswith("error: not enough memory (Unable to allocate 584. GiB") \
+        and "train.hidden" in err
