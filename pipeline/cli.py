@@ -76,14 +76,20 @@ def print_status(params: dict) -> None:
 def summarize(params: dict) -> None:
     """The closing lines: validation accuracy and where the submission is, each
     flagged when the step that wrote it is behind the params and data."""
+    if not log.isEnabledFor(logging.INFO):          # --quiet: no closing lines
+        return
     metrics, submission = stages.metrics_path(params), stages.submission_path(params)
-    states = dict(runner.status(params))
+    try:
+        states = dict(runner.status(params))
+    except (PipelineError, OSError):                # the run itself went well: say less
+        states = {}
 
     def behind(step: str) -> str:
-        st = states[step]
-        if st.state == "up to date" and not st.reasons:
+        st = states.get(step)
+        if st is None or (st.state == "up to date" and not st.reasons):
             return ""
-        return " (out of date: run `python run.py` to update it)"
+        return (" (out of date: run `python run.py` with the same --params and --set "
+                "to update it)")
 
     if metrics.exists():
         scores = artifacts.load_json(metrics)
@@ -177,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError as exc:  # e.g. --set train.hidden=100000000
         if args.debug:
             raise
-        print(f"error: not enough memory ({exc or 'an allocation failed'}): smaller sizes "
+        print(f"error: not enough memory ({str(exc) or 'an allocation failed'}): smaller sizes "
               "in the params (train.hidden, the batch sizes) need less", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

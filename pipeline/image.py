@@ -42,6 +42,9 @@ def read_grey(path: Path) -> np.ndarray:
         raise PipelineError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise PipelineError(f"{path}: expected an image file, found a directory") from None
+    except Image.DecompressionBombError:
+        raise PipelineError(f"{path}: expected an image of at most {2 * Image.MAX_IMAGE_PIXELS:,} "
+                            "pixels (Pillow's guard against decompression bombs)") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise PipelineError(f"{path}: cannot read as an image (expected PNG or JPEG; "
                             f"{exc.__class__.__name__})") from None

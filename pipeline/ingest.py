@@ -40,7 +40,7 @@ def resolve_data(train: str, test: str, sample: str | None) -> tuple[Path, Path,
     """The CSVs to read: the configured ones, or the bundled sample when neither
     exists. Returns (train path, test path, whether the sample is used)."""
     train_p, test_p = Path(train), Path(test)
-    if train_p.exists() or test_p.exists() or not sample:
+    if train_p.exists() or test_p.exists() or not sample or not Path(sample).is_dir():
         return train_p, test_p, False
     folder = Path(sample)
     return folder / "train.csv.gz", folder / "test.csv.gz", True
@@ -69,6 +69,11 @@ def _read_bytes(path: Path) -> bytes:
     return raw
 
 
+def _short(name: str, limit: int = 40) -> str:
+    """A header name as shown in a message: cut to `limit` characters."""
+    return name if len(name) <= limit else name[:limit - 3] + "..."
+
+
 def _check_header(path: Path, names: list[str], labelled: bool) -> tuple[bool, bool]:
     """Check the header row; return (has an index column to drop, has a label column)."""
     expected = "label,pixel0..pixel783" if labelled else "pixel0..pixel783"
@@ -80,11 +85,9 @@ def _check_header(path: Path, names: list[str], labelled: bool) -> tuple[bool, b
             f"{path}, line 1: expected a header row ({expected}), found a row of numbers")
     if labelled and not has_label:
         hint = " (is this the test file?)" if "label" not in rest else ""
-        found = rest[0] if rest else ""
-        found = found if len(found) <= 40 else found[:37] + "..."
         raise PipelineError(
             f"{path}, line 1: expected a 'label' column first ({expected}), "
-            f"found '{found}'{hint}")
+            f"found '{_short(rest[0] if rest else '')}'{hint}")
     if not labelled and "label" in rest:
         raise PipelineError(
             f"{path}, line 1: expected no 'label' column in a test file ({expected}), found "
@@ -99,7 +102,8 @@ def _check_header(path: Path, names: list[str], labelled: bool) -> tuple[bool, b
         if name != f"pixel{i + first}":
             col = i + 1 + has_label + has_index
             raise PipelineError(
-                f"{path}, line 1, column {col}: expected 'pixel{i + first}', found '{name}'")
+                f"{path}, line 1, column {col}: expected 'pixel{i + first}', "
+                f"found '{_short(name)}'")
     return has_index, has_label
 
 
@@ -216,6 +220,9 @@ def parse_digits(path: Path, raw: bytes, labelled: bool) -> tuple[np.ndarray, np
     Returns images of shape (n_samples, 784), uint8, and labels of shape
     (n_samples,), int64 (None when `labelled` is False).
     """
+    if np.lib.NumpyVersion(np.__version__) < "2.3.0":     # see _parse_rows
+        raise PipelineError(f"NumPy {np.__version__} would read a pixel of 256 as 0: this "
+                            "pipeline needs NumPy 2.3 or newer (pip install -r requirements.txt)")
     if not _NON_BLANK.search(raw):
         raise PipelineError(f"{path}: expected a header row and data rows, found an empty file")
     end = raw.find(b"\n")
@@ -228,7 +235,7 @@ def parse_digits(path: Path, raw: bytes, labelled: bool) -> tuple[np.ndarray, np
     except UnicodeDecodeError:
         raise PipelineError(f"{path}, line 1: expected a UTF-8 text header row") from None
     if len(names) == 1:              # e.g. Excel in a comma-decimal locale writes ';'
-        other = next((d for d in (";", "\t", "|") if d in names[0]), None)
+        other = next((d for d in (";", "\t", "|", " ") if d in names[0]), None)
         if other:
             raise PipelineError(f"{path}, line 1: expected commas between the columns, "
                                 f"found {other!r}")

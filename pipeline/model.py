@@ -11,17 +11,33 @@ from pipeline.errors import PipelineError
 
 
 def members(model: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
-    """Split a saved model (arrays stacked over K members) into K param dicts."""
+    """Split a saved model (arrays stacked over K members) into K param dicts,
+    checking that the shapes fit: W1 (K, 784, H), b1 (K, H), W2 (K, H, C), b2 (K, C)."""
     missing = [k for k in network.PARAM_NAMES if k not in model]
     if missing:
         raise PipelineError(f"the saved model lacks {', '.join(missing)}")
+    shapes = {k: model[k].shape for k in network.PARAM_NAMES}
+    fits = len(shapes["W1"]) == 3 and len(shapes["W2"]) == 3
+    if fits:
+        k, _, hidden = shapes["W1"]
+        n_out = shapes["W2"][2]
+        fits = (shapes["b1"], shapes["W2"][:2], shapes["b2"]) == ((k, hidden), (k, hidden),
+                                                                  (k, n_out))
+    if not fits:
+        found = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+        raise PipelineError(f"the saved model's arrays do not fit together ({found})")
     return [{k: model[k][i] for k in network.PARAM_NAMES} for i in range(len(model["W1"]))]
 
 
 def load(path) -> list[dict[str, np.ndarray]]:
-    """The networks saved by train in `path`, checked to hold finite weights."""
+    """The networks saved by train in `path`, checked to fit together and to hold
+    finite weights."""
     model = artifacts.load_arrays(path, "train")
-    nets = members(model)
+    try:
+        nets = members(model)
+    except PipelineError as exc:
+        raise PipelineError(f"{path}: {exc}: retrain with `python run.py train --force`") \
+            from None
     bad = [k for k in network.PARAM_NAMES if not np.isfinite(model[k]).all()]
     if bad:
         raise PipelineError(f"{path}: the weights are not finite (NaN or infinity in "

@@ -14,11 +14,13 @@ log = logging.getLogger(__name__)
 NOT_HELD_OUT = " (not held out: train.all_rows=true trained on these rows)"
 
 
-def run(inputs: dict, out: dict, batch_size: int, held_out: bool = True) -> None:
-    """`inputs` maps model, test_x, val_x, val_y to paths; `out` maps test_probs,
-    test_labels, val_probs and metrics to paths. held_out is False when the model
-    was trained on the validation rows too (train.all_rows): metrics say so."""
+def run(inputs: dict, out: dict, batch_size: int) -> None:
+    """`inputs` maps model, train_metrics, test_x, val_x, val_y to paths; `out` maps
+    test_probs, test_labels, val_probs and metrics to paths. The metrics say whether
+    the validation rows were held out, as train's metrics do for the same model."""
     nets = model.load(inputs["model"])
+    # The model's own record, not today's params: train.all_rows may have changed since.
+    held_out = artifacts.load_json(inputs["train_metrics"], "train").get("val_held_out", True)
     test_x = artifacts.load_array(inputs["test_x"], "preprocess")     # (M, 784) float32
     val_x = artifacts.load_array(inputs["val_x"], "preprocess")       # (N_val, 784) float32
     val_y = artifacts.load_array(inputs["val_y"], "preprocess")       # (N_val,) int64

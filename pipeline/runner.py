@@ -22,6 +22,7 @@ from pipeline.stages import STAGES, STEPS, Step
 log = logging.getLogger(__name__)
 
 RECORDS = ".records"
+COMMANDS = {"status": "status", "predict-image": "predict-image PATH..."}   # not stages
 
 
 @dataclass
@@ -50,12 +51,19 @@ def record_path(params: dict, step: Step) -> Path:
 
 
 def read_record(params: dict, step: Step) -> dict | None:
-    """The step's last fingerprint, or None when there is none (or it is unreadable)."""
+    """The step's last fingerprint, or None when there is none, or it is unreadable
+    or not of the shape `run_steps` writes (the step then simply runs again)."""
     try:
         record = json.loads(record_path(params, step).read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         return None
-    return record if isinstance(record, dict) else None
+    if not isinstance(record, dict) or not isinstance(record.get("params", {}), dict):
+        return None
+    for files in (record.get("deps", {}), record.get("outs", {})):
+        if not isinstance(files, dict) or not all(
+                isinstance(e, dict) and {"path", "hash"} <= e.keys() for e in files.values()):
+            return None
+    return record
 
 
 def producers(params: dict) -> dict[Path, Step]:
@@ -108,6 +116,8 @@ class Runner:
             old = record.get("outs", {}).get(name)
             if not path.exists():
                 reasons.append(f"output {path} is missing")
+            elif path.is_dir():
+                reasons.append(f"output {path} is a directory")
             elif old is None or self._state(path)["hash"] != old["hash"]:
                 reasons.append(f"output {path} was modified")
         return Status("stale", reasons) if reasons else Status("up to date")
@@ -142,8 +152,9 @@ class Runner:
                     raise PipelineError(
                         f"{path} is missing: run `python run.py {producer.stage}` first")
                 if not path.exists():                       # a data file
+                    where = "" if path.is_absolute() else f", relative to {Path.cwd()}"
                     raise PipelineError(
-                        f"{path}: file not found (expected a CSV file there; README.md, "
+                        f"{path}: file not found (expected a CSV file there{where}; README.md, "
                         "Getting the data, says where to get the competition's files)")
             for folder in {p.parent for p in outs.values()}:
                 artifacts.remove_temporaries(folder)
@@ -170,6 +181,9 @@ def select(stages: list[str], start: str | None) -> list[Step]:
     from `start` on; every step when neither is given."""
     names = list(STAGES) + [s.name for s in STEPS]
     for name in stages + ([start] if start else []):
+        if name in COMMANDS:
+            raise PipelineError(f"'{name}' is a command of its own: `python run.py "
+                                f"{COMMANDS[name]}`, first and without stage names or --from")
         if name not in names:
             raise PipelineError(
                 f"unknown stage '{name}': expected one of {', '.join(STAGES)}, a step such "

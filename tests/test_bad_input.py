@@ -100,6 +100,13 @@ CASES = {
     "semicolons between columns": Case(("{file}, line 1: expected commas between the columns, "
                                         "found ';'",),
                                        train=text([r.replace(",", ";") for r in TRAIN])),
+    "spaces between columns": Case(("{file}, line 1: expected commas between the columns, "
+                                    "found ' '",),
+                                   train=text([r.replace(",", " ") for r in TRAIN])),
+    "long misnamed pixel column": Case(("{file}, line 1, column 6: expected 'pixel4', found "
+                                        "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...'",),
+                                       train=text([TRAIN[0].replace("pixel4,", "x" * 200 + ",")]
+                                                  + TRAIN[1:])),
     "one long unknown header name": Case(("{file}, line 1: expected a 'label' column first",
                                           "found 'abcdefghijabcdefghijabcdefghijabcdefg...'"),
                                          train=text(["abcdefghij" * 20] + TRAIN[1:])),

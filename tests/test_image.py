@@ -104,6 +104,13 @@ def test_unreadable_files_are_named(tmp_path, content, message):
         image.read_grey(path)
 
 
+def test_an_image_too_large_to_read_safely_is_refused(tmp_path, monkeypatch):
+    Image.new("L", (60, 60), 0).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)    # 3600 > 2 x 1000: a "bomb"
+    with pytest.raises(PipelineError, match=r"big\.png: expected an image of at most 2,000 pixels"):
+        image.read_grey(tmp_path / "big.png")
+
+
 def test_a_blank_image_has_no_digit(tmp_path):
     Image.new("L", (50, 40), 200).save(tmp_path / "blank.png")
     with pytest.raises(PipelineError, match=r"blank\.png: found no digit"):

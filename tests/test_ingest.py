@@ -5,11 +5,12 @@ the same kinds of bad files through the command line.
 """
 import gzip
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import sample_rows, write_lines
+from conftest import ROOT, sample_rows, write_lines
 from pipeline import ingest
 from pipeline.errors import PipelineError
 
@@ -216,7 +217,16 @@ def test_whitespace_lines_in_a_long_file_are_skipped(tmp_path):
 def test_resolve_data_falls_back_to_the_sample_only_when_both_are_absent(tmp_path):
     present = write_lines(tmp_path / "train.csv", TRAIN)
     absent = tmp_path / "test.csv"
-    assert ingest.resolve_data(str(present), str(absent), "data/sample")[2] is False
-    train, test, sample = ingest.resolve_data(str(absent), str(absent), "data/sample")
+    folder = str(ROOT / "data" / "sample")
+    assert ingest.resolve_data(str(present), str(absent), folder)[2] is False
+    train, test, sample = ingest.resolve_data(str(absent), str(absent), folder)
     assert sample and train.name == "train.csv.gz" and test.name == "test.csv.gz"
     assert ingest.resolve_data(str(absent), str(absent), None)[2] is False
+    # No sample there either (e.g. run from another folder): the missing files are named.
+    assert ingest.resolve_data(str(absent), str(absent), str(tmp_path / "none"))[2] is False
+
+
+def test_older_numpy_is_refused_before_it_can_wrap_values(monkeypatch):
+    monkeypatch.setattr(np, "__version__", "2.2.6")
+    with pytest.raises(PipelineError, match="NumPy 2.2.6 would read a pixel of 256 as 0"):
+        ingest.parse_digits(Path("train.csv"), "\n".join(TRAIN).encode(), labelled=True)

@@ -181,6 +181,7 @@ def test_without_stdin_the_cli_never_asks_and_prints_the_command(tmp_path, kaggl
     again = run_cli(f"--set=data.train={tmp_path / 'data' / 'train.csv'}",
                     f"--set=data.test={tmp_path / 'data' / 'test.csv'}",
                     f"--set=outputs={tmp_path / 'out'}", "ingest", env=env, timeout=60)
+    assert again.returncode == 0, again.stderr
     assert "using the bundled sample" in again.stdout     # still the sample's results
     assert "kaggle competitions download" not in again.stdout   # the long hint once
 

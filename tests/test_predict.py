@@ -1,4 +1,6 @@
 """Predict: ensemble averaging, labels, and <outputs>/metrics.json from the validation rows."""
+import re
+
 import numpy as np
 import pytest
 
@@ -13,7 +15,8 @@ def files(tmp_path, rng):
     model = tmp_path / "model.npz"
     artifacts.save_arrays(model, **{k: np.stack([n[k] for n in nets])
                                     for k in network.PARAM_NAMES})
-    paths = {"model": model}
+    paths = {"model": model, "train_metrics": tmp_path / "train_metrics.json"}
+    artifacts.write_json(paths["train_metrics"], {"val_held_out": True})
     for name, n in (("test_x", 30), ("val_x", 40)):
         paths[name] = tmp_path / f"{name}.npy"
         np.save(paths[name], rng.random((n, 784), dtype=np.float32))
@@ -40,7 +43,11 @@ def test_metrics_json_scores_the_validation_probabilities(files):
     probs, y = np.load(out["val_probs"]), np.load(paths["val_y"])
     assert scores["val_accuracy"] == pytest.approx((probs.argmax(axis=1) == y).mean(), abs=1e-6)
     assert scores["val_loss"] == pytest.approx(network.cross_entropy(probs, y), abs=1e-6)
-    assert scores["val_rows"] == 40
+    assert scores["val_rows"] == 40 and scores["val_held_out"] is True
+    # What train recorded for this model, whatever the params say today.
+    artifacts.write_json(paths["train_metrics"], {"val_held_out": False})
+    predict.run(paths, out, batch_size=4096)
+    assert artifacts.load_json(out["metrics"])["val_held_out"] is False
     assert sum(sum(row.values()) for row in scores["confusion_matrix"].values()) == 40
 
 
@@ -58,5 +65,20 @@ def test_a_model_with_non_finite_weights_is_refused_by_name(files):
     model["W2"][1, 3, 4] = np.nan
     artifacts.save_arrays(paths["model"], **model)
     with pytest.raises(PipelineError, match=r"model\.npz: the weights are not finite .* in W2"):
+        predict.run(paths, out, batch_size=4096)
+    assert not any(p.exists() for p in out.values())
+
+
+@pytest.mark.parametrize("change, found", [
+    (lambda m: m.update(W2=m["W2"][:, :8]), "W2 (2, 8, 10)"),          # hidden sizes differ
+    (lambda m: m.update(W1=m["W1"][0]), "W1 (784, 16)"),               # no member axis
+    (lambda m: m.pop("b2"), "lacks b2"),
+])
+def test_a_model_whose_arrays_do_not_fit_is_refused_by_name(files, change, found):
+    _, paths, out = files
+    model = artifacts.load_arrays(paths["model"])
+    change(model)
+    artifacts.save_arrays(paths["model"], **model)
+    with pytest.raises(PipelineError, match=r"model\.npz: .*" + re.escape(found)):
         predict.run(paths, out, batch_size=4096)
     assert not any(p.exists() for p in out.values())

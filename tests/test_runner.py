@@ -116,6 +116,10 @@ def test_running_on_stale_upstream_warns(setup, caplog):
 def test_unknown_stage_is_refused():
     with pytest.raises(runner.PipelineError, match="unknown stage 'trian'"):
         runner.select(["trian"], None)
+    with pytest.raises(runner.PipelineError, match="'status' is a command of its own"):
+        runner.select(["train", "status"], None)
+    with pytest.raises(runner.PipelineError, match="`python run.py predict-image PATH...`"):
+        runner.select([], "predict-image")
 
 
 def test_cli_status_and_skip(tmp_path, tiny_csvs):
@@ -235,15 +239,49 @@ def test_all_rows_marks_the_accuracy_as_not_held_out(tmp_path, tiny_csvs):
     closing = next(line for line in result.stdout.splitlines()
                    if line.startswith("validation accuracy"))
     assert "not held out" in closing
+    # Predict again with all_rows back to false: the model still trained on those rows.
+    again = run_cli(f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
+                    f"--set=outputs={out}", "--set=train.epochs=1", "predict", "--force")
+    assert again.returncode == 0, again.stderr
+    assert artifacts.load_json(out / "metrics.json")["val_held_out"] is False
+    assert "not held out" in again.stdout
 
 
-def test_running_out_of_memory_is_one_line(tmp_path, tiny_csvs, monkeypatch, capsys):
+@pytest.mark.parametrize("error, shown", [
+    (MemoryError("Unable to allocate 584. GiB for an array"), "(Unable to allocate 584. GiB"),
+    (MemoryError(), "(an allocation failed)"),          # Python's own carry no message
+])
+def test_running_out_of_memory_is_one_line(tmp_path, tiny_csvs, monkeypatch, capsys, error, shown):
     def too_big(*args, **kwargs):
-        raise MemoryError("Unable to allocate 584. GiB for an array with shape (784, 100000000)")
+        raise error
     monkeypatch.setattr(runner, "run", too_big)
     status = cli.main([f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
-                       f"--set=outputs={tmp_path / 'out'}", "--set=train.hidden=100000000"])
+                       f"--set=outputs={tmp_path / 'out'}"])
     err = capsys.readouterr().err
     assert status == 1 and err.count("\n") == 1
-    assert err.startswith("error: not enough memory (Unable to allocate 584. GiB") \
-        and "train.hidden" in err
+    assert err.startswith(f"error: not enough memory {shown}") and "train.hidden" in err
+
+
+def test_an_odd_output_does_not_fail_a_run_that_does_not_write_it(tmp_path, tiny_csvs):
+    args = [f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
+            f"--set=outputs={tmp_path / 'out'}", "--set=train.epochs=1"]
+    assert run_cli(*args).returncode == 0
+    page = tmp_path / "out" / "report" / "index.html"
+    page.unlink()
+    page.mkdir()                                      # something else took its name
+    for quiet in ([], ["--quiet"]):
+        done = run_cli("ingest", *args, *quiet)
+        assert done.returncode == 0 and not done.stderr, done.stderr
+    assert f"output {page} is a directory" in run_cli("status", *args).stdout
+
+
+@pytest.mark.parametrize("text", ['{"format": 1, "deps": []}', '{"deps": {"x": {}}}', "[1]",
+                                  "{not json"])
+def test_a_damaged_record_only_makes_its_step_run_again(setup, tmp_path, text):
+    csvs, run = setup
+    run()
+    params = make_params(tmp_path, *csvs)
+    submit = next(s for s in STEPS if s.name == "submit")
+    runner.record_path(params, submit).write_text(text)
+    assert dict(runner.status(params))["submit"].state == "never run"
+    assert run() == ["submit"]
