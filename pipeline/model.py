@@ -17,13 +17,9 @@ def members(model: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
     if missing:
         raise PipelineError(f"the saved model lacks {', '.join(missing)}")
     shapes = {k: model[k].shape for k in network.PARAM_NAMES}
-    fits = len(shapes["W1"]) == 3 and len(shapes["W2"]) == 3
-    if fits:
-        k, _, hidden = shapes["W1"]
-        n_out = shapes["W2"][2]
-        fits = (shapes["b1"], shapes["W2"][:2], shapes["b2"]) == ((k, hidden), (k, hidden),
-                                                                  (k, n_out))
-    if not fits:
+    w1, w2 = shapes["W1"], shapes["W2"]
+    if len(w1) != 3 or len(w2) != 3 or shapes != {
+            "W1": w1, "b1": (w1[0], w1[2]), "W2": (w1[0], w1[2], w2[2]), "b2": (w1[0], w2[2])}:
         found = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
         raise PipelineError(f"the saved model's arrays do not fit together ({found})")
     return [{k: model[k][i] for k in network.PARAM_NAMES} for i in range(len(model["W1"]))]
