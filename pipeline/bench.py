@@ -8,9 +8,14 @@ row per figure:
     that achieves, and the same for a plain float32 matmul-only epoch of the same
     shapes (the floor everything else is measured against);
   - prediction: images per second;
+  - the subnormal floats left in each parameter after those epochs (an Intel core
+    computes with them about a hundred times slower; an AMD core barely slower);
   - the same network, batch size, RMSprop, L2 and float32 in PyTorch on the CPU,
-    when it is installed (`pip install -r requirements-bench.txt`), side by side,
-    and the matmul-only epoch against it: the best ratio any training epoch could reach;
+    when it is installed (`pip install -r requirements-bench.txt`), side by side, in
+    its default mode and with flush-denormal on (its best on Intel), and the
+    matmul-only epoch against it: the best ratio any training epoch could reach;
+  - augmentation: what params.yaml's shifts and params-best.yaml's distortions add
+    to an epoch, and the first and last epochs of a long distorted run (drift);
   - the whole default `python run.py`: wall seconds and peak resident memory.
 
 The NumPy epochs are those of one `train.fit` run; after each, a matmul-only epoch
@@ -35,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import ingest, network, params as params_mod, preprocess, train
+from pipeline import ingest, network, optim, params as params_mod, preprocess, train
+from pipeline.augment import Augmenter
 
 ROOT = Path(__file__).resolve().parents[1]
 KAGGLE = ROOT.parent / "shared" / "data" / "digit-recognizer"
@@ -171,9 +177,18 @@ class TorchNet:
         return loss.item(), int((logits.argmax(dim=1) == yb).sum())
 
     def epoch(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
-              batch_size: int, rng: np.random.Generator) -> float:
+              batch_size: int, rng: np.random.Generator, flush_denormal: bool = False) -> float:
         """Seconds for one epoch as `train.fit` runs it: shuffled batches, the loss
-        and accuracy of each, then the validation loss and accuracy."""
+        and accuracy of each, then the validation loss and accuracy. flush_denormal
+        turns on the CPU's flush-to-zero mode for the epoch (in this thread only; it
+        is turned off again before NumPy's epochs run)."""
+        self.torch.set_flush_denormal(flush_denormal)
+        try:
+            return self._epoch(X, y, X_val, y_val, batch_size, rng)
+        finally:
+            self.torch.set_flush_denormal(False)
+
+    def _epoch(self, X, y, X_val, y_val, batch_size, rng) -> float:
         torch = self.torch
         Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
         Xv, yv = torch.from_numpy(X_val), torch.from_numpy(y_val)
@@ -300,13 +315,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="BLAS and PyTorch threads (default: this machine's %(default)s)")
     parser.add_argument("--repeats", type=int, default=7,
                         help="training epochs timed for each contender (default: %(default)s)")
+    parser.add_argument("--drift-epochs", type=int, default=80, metavar="N",
+                        help="distorted epochs whose first and last are compared "
+                             "(default: %(default)s, as params-best.yaml; 0 skips)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument("--no-run", action="store_true", help="skip timing `python run.py`")
     parser.add_argument("--profile", action="store_true",
                         help="also print where one training epoch spends its time")
     args = parser.parse_args(argv)
-    if args.threads < 1 or args.repeats < 1:
-        parser.error("--threads and --repeats must be at least 1")
+    if args.threads < 1 or args.repeats < 1 or args.drift_epochs < 0:
+        parser.error("--threads and --repeats must be at least 1, --drift-epochs at least 0")
     return args
 
 
@@ -324,36 +342,83 @@ def time_ingest(train_csv: Path, test_csv: Path) -> tuple[np.ndarray, np.ndarray
     return images, labels, test_images
 
 
+def augmenter(p: dict) -> Augmenter:
+    """The distortions a params dict asks for."""
+    return Augmenter(28, p["train.augment_shift"], p["train.augment_rotate"],
+                     p["train.augment_scale"], p["train.augment_shear"],
+                     p["train.elastic_alpha"], p["train.elastic_sigma"])
+
+
+def augment_epoch(X: np.ndarray, distort: Augmenter, rng: np.random.Generator,
+                  out: np.ndarray) -> float:
+    """Seconds for what augmentation adds to a `train.fit` epoch: the shuffled copy
+    of the rows and their distortion."""
+    started = time.perf_counter()
+    np.take(X, rng.permutation(len(X)), axis=0, out=out)
+    distort(out, rng, out=out)
+    return time.perf_counter() - started
+
+
+def subnormals(params: dict) -> str:
+    """"W1 0, b1 0, W2 0, b2 0": how many values of each parameter are subnormal."""
+    return ", ".join(f"{k} {optim.count_subnormal(params[k])}" for k in network.PARAM_NAMES)
+
+
 def time_training(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
-                  hp: dict, repeats: int, torch) -> tuple[dict, dict[str, list[float]]]:
-    """Train `repeats` + 1 epochs with `train.fit`, a matmul-only epoch and a PyTorch
-    epoch (when `torch` is given) after each. Returns (the fitted params, seconds per
-    epoch of "numpy", "matmul" and "torch", the first round left out)."""
+                  hp: dict, repeats: int, torch, distortions: dict[str, Augmenter]
+                  ) -> tuple[dict, dict[str, list[float]], dict]:
+    """Train `repeats` + 1 epochs with `train.fit`; after each, a matmul-only epoch,
+    each of `distortions` alone, and PyTorch epochs in its default and flush-denormal
+    modes (when `torch` is given).
+
+    Returns (the fitted params; seconds per epoch of "numpy", "matmul", each
+    distortion, "torch" and "torch_ftz", the first round left out; the PyTorch
+    networks by mode)."""
     init = network.init_params(np.random.default_rng(0), X.shape[1], hp["hidden"], 10)
-    contender = TorchNet(torch, init, hp["lr"], hp["rms_decay"], hp["eps"], hp["l2"]) \
-        if torch else None
-    torch_rng = np.random.default_rng(2)
-    times = {"numpy": [], "matmul": [], "torch": []}
+    contenders = {mode: TorchNet(torch, init, hp["lr"], hp["rms_decay"], hp["eps"], hp["l2"])
+                  for mode in ("torch", "torch_ftz")} if torch else {}
+    torch_rng, aug_rng = np.random.default_rng(2), np.random.default_rng(4)
+    times = {k: [] for k in ["numpy", "matmul", *distortions, *contenders]}
+    scratch = np.empty_like(X)
 
     def between_epochs(history_row: dict) -> None:
         # The pauses let one library's idle threads stop spinning before the next runs.
+        took = {"numpy": history_row["seconds"]}
         time.sleep(PAUSE)
-        mm = matmul_epoch(X, X_val, init, hp["batch_size"])
-        time.sleep(PAUSE)
-        tt = contender.epoch(X, y, X_val, y_val, hp["batch_size"], torch_rng) if torch else 0.0
+        took["matmul"] = matmul_epoch(X, X_val, init, hp["batch_size"])
+        for name, distort in distortions.items():
+            took[name] = augment_epoch(X, distort, aug_rng, scratch)
+        for mode, net in contenders.items():
+            time.sleep(PAUSE)
+            took[mode] = net.epoch(X, y, X_val, y_val, hp["batch_size"], torch_rng,
+                                   flush_denormal=mode == "torch_ftz")
         time.sleep(PAUSE)
         if history_row["epoch"] > 1:                     # the first round warms up
-            times["numpy"].append(history_row["seconds"])
-            times["matmul"].append(mm)
-            times["torch"].append(tt)
+            for k, v in took.items():
+                times[k].append(v)
 
     fitted, _ = train.fit(X, y, X_val, y_val, epochs=repeats + 1,
                           rng=np.random.default_rng(1), on_epoch=between_epochs, **hp)
-    return fitted, times
+    return fitted, times, contenders
+
+
+def time_drift(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, hp: dict,
+               distort: Augmenter, epochs: int, window: int = 5) -> None:
+    """Train `epochs` distorted epochs and compare the first ones with the last: an
+    epoch that slows down as training goes on shows here (on an Intel Xeon, subnormal
+    weights slowed params-best.yaml's epochs from 1.6 s to 5.3 s over its 80)."""
+    seconds = []
+    train.fit(X, y, X_val, y_val, epochs=epochs, rng=np.random.default_rng(5), augment=distort,
+              on_epoch=lambda r: seconds.append(r["seconds"]), **hp)
+    window = max(1, min(window, epochs // 2))
+    first, last = min(seconds[:window]), min(seconds[-window:])
+    row(f"distorted epochs, first / last of {epochs}", f"{first:.3f} s / {last:.3f} s",
+        f"params-best.yaml distortions; best of the first and of the last {window}; "
+        f"last / first {last / first:.2f}x; target <= 1.2x")
 
 
 def report_training(times: dict[str, list[float]], gflop: float, rows: tuple[int, int],
-                    batch: int, threads: int, torch) -> None:
+                    batch: int, threads: int, torch, fitted: dict, contenders: dict) -> None:
     """Print the training rows. Other programs only ever add time, so the best epoch
     is the steadiest estimate; the median, worst and per-round ratios show the noise."""
     best = {k: min(v) for k, v in times.items()}
@@ -361,19 +426,30 @@ def report_training(times: dict[str, list[float]], gflop: float, rows: tuple[int
         f"{rows[0]} rows + {rows[1]} validation; {spread(times['numpy'])}")
     row("training, GFLOP/s", f"{gflop / best['numpy']:.0f}",
         f"{gflop:.1f} GFLOP of matrix products per epoch")
+    row("training, subnormal values", subnormals(fitted),
+        f"in the weights after its {len(times['numpy']) + 1} epochs")
     row("matmul-only epoch, same shapes", f"{best['matmul']:.3f} s",
         f"{gflop / best['matmul']:.0f} GFLOP/s; {spread(times['matmul'])}")
     row("training / matmul-only", f"{best['numpy'] / best['matmul']:.2f}x",
-        f"{ratios(times['numpy'], times['matmul'])}; target <= 2.5x")
-    if torch:
-        row(f"PyTorch {torch.__version__}, s/epoch (batch {batch})", f"{best['torch']:.3f} s",
-            f"same network, RMSprop, L2, float32; {spread(times['torch'])}")
-        row("training / PyTorch", f"{best['numpy'] / best['torch']:.2f}x",
-            f"{threads} threads each; {ratios(times['numpy'], times['torch'])}; "
-            "target <= 0.5x")
+        f"{ratios(times['numpy'], times['matmul'])}; target <= 1.6x")
+    for name, target in zip([k for k in times if "(" in k], ("0.25x", "0.5x")):
+        row(f"{name}, s/epoch added", f"{best[name]:.3f} s",
+            f"{best[name] / best['numpy']:.2f}x a plain epoch, target <= {target}; "
+            f"the shuffled copy and its distortion; {spread(times[name])}")
+    for mode, label, target in (("torch", "default", "0.35x"),
+                                ("torch_ftz", "flush-denormal", "0.5x")):
+        if mode in contenders:
+            row(f"PyTorch {torch.__version__} {label}, s/epoch (batch {batch})",
+                f"{best[mode]:.3f} s", f"same network, RMSprop, L2, float32; "
+                f"{spread(times[mode])}; subnormal {subnormals(contenders[mode].params())}")
+            row(f"training / PyTorch {label}", f"{best['numpy'] / best[mode]:.2f}x",
+                f"{threads} threads each; {ratios(times['numpy'], times[mode])}; "
+                f"target <= {target}")
+    if contenders:
         # Products alone, at this BLAS's speed: no training epoch can do better.
-        row("matmul-only / PyTorch", f"{best['matmul'] / best['torch']:.2f}x",
-            f"the floor of training / PyTorch; {ratios(times['matmul'], times['torch'])}")
+        fastest = min(contenders, key=lambda m: best[m])
+        row("matmul-only / PyTorch's best", f"{best['matmul'] / best[fastest]:.2f}x",
+            f"the floor of training / PyTorch; {ratios(times['matmul'], times[fastest])}")
 
 
 def profile_epoch(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
@@ -428,9 +504,16 @@ def main(argv: list[str] | None = None) -> int:
         X_test = preprocess.scale(test_images)
         del images, test_images
 
-        fitted, times = time_training(X, y, X_val, y_val, hp, args.repeats, torch)
+        best_params = params_mod.load(ROOT / "params-best.yaml")
+        distortions = {"shifts (params.yaml)": augmenter(p),
+                       "distortions (params-best.yaml)": augmenter(best_params)}
+        fitted, times, contenders = time_training(X, y, X_val, y_val, hp, args.repeats, torch,
+                                                  distortions)
         report_training(times, epoch_gflop(len(X), len(X_val), X.shape[1], hp["hidden"]),
-                        (len(X), len(X_val)), hp["batch_size"], args.threads, torch)
+                        (len(X), len(X_val)), hp["batch_size"], args.threads, torch, fitted,
+                        contenders)
+        if args.drift_epochs:
+            time_drift(X, y, X_val, y_val, hp, augmenter(best_params), args.drift_epochs)
         if torch is None and not args.no_torch:
             row("PyTorch comparison", "skipped",
                 "not installed: pip install -r requirements-bench.txt")

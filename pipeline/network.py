@@ -28,6 +28,32 @@ def init_params(rng: np.random.Generator, n_in: int = 784, n_hidden: int = 256,
     }
 
 
+def pack(params: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Copy `params` into one contiguous float32 buffer (P,), in PARAM_NAMES order.
+
+    Returns (buffer, views): `views` has the keys and shapes of `params` and shares
+    the buffer's memory, so an update of the buffer updates every parameter, with
+    one NumPy call per operation instead of one per array.
+    """
+    flat = np.concatenate([params[k].ravel() for k in PARAM_NAMES]).astype(np.float32)
+    return flat, views(flat, {k: v.shape for k, v in params.items()})
+
+
+def shapes(n_in: int = 784, n_hidden: int = 256, n_out: int = 10) -> dict[str, tuple]:
+    """The parameters' shapes: W1 (784, H), b1 (H,), W2 (H, 10), b2 (10,)."""
+    return {"W1": (n_in, n_hidden), "b1": (n_hidden,), "W2": (n_hidden, n_out), "b2": (n_out,)}
+
+
+def views(flat: np.ndarray, shape: dict[str, tuple]) -> dict[str, np.ndarray]:
+    """Views into a buffer that `pack` made (or a copy of one), with these shapes."""
+    out, start = {}, 0
+    for k in PARAM_NAMES:
+        size = int(np.prod(shape[k]))
+        out[k] = flat[start:start + size].reshape(shape[k])
+        start += size
+    return out
+
+
 def softmax_(z: np.ndarray) -> np.ndarray:
     """Row-wise softmax of logits z (N, C), computed in place and returned."""
     z -= z.max(axis=1, keepdims=True)   # exp never overflows; the result is unchanged

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import sample_rows
-from pipeline.augment import Augmenter, smoothing_basis, warp
+from pipeline.augment import Augmenter, smoothing_basis, translate, warp
 
 SIDE = 28
 EVERYTHING = dict(shift=2, rotate=15, scale=0.15, shear=10, elastic_alpha=34, elastic_sigma=4)
@@ -96,3 +96,34 @@ def test_elastic_displacements_have_the_expected_size():
     centre = (SIDE // 2) * SIDE + SIDE // 2
     spread = (points[0, :, centre] - x[0, centre]).std()
     assert spread == pytest.approx(alpha * np.sqrt(1 / 3 / (4 * np.pi * sigma ** 2)), rel=0.1)
+
+
+@pytest.mark.parametrize("limit", [0.4, 1.0, 2.5])
+def test_translate_is_warp_on_a_shifted_grid(digits, limit):
+    """The separable shift samples exactly where warp does. warp reads points past
+    the right or bottom edge at side - 0.001, so there the two differ by 0.001 at most."""
+    shifts = np.random.default_rng(1).uniform(-limit, limit, (2, len(digits)))
+    points = grid(len(digits)) + shifts[:, :, None].astype(np.float32)
+    np.testing.assert_allclose(translate(digits, shifts, SIDE), warp(digits, points, SIDE),
+                               atol=1e-3)
+    inside = np.random.default_rng(2).uniform(-limit, 0, (2, len(digits)))
+    np.testing.assert_allclose(translate(digits, inside, SIDE),
+                               warp(digits, grid(len(digits)) + inside[:, :, None], SIDE),
+                               atol=2e-6)
+
+
+def test_shifts_move_images_on_both_axes_with_their_spread(digits):
+    """The centre of mass of each shifted digit moves by its shift (uniform in
+    [-s, s], standard deviation s / sqrt(3)) along x and along y alike."""
+    s, images = 2.0, np.repeat(digits, 50, axis=0)
+    moved = Augmenter(SIDE, shift=s)(images, np.random.default_rng(3))
+    coords = np.arange(SIDE)
+
+    def centres(x):
+        ink = x.reshape(-1, SIDE, SIDE)
+        total = ink.sum(axis=(1, 2))
+        return ink.sum(axis=1) @ coords / total, ink.sum(axis=2) @ coords / total   # x, y
+
+    for before, after in zip(centres(images), centres(moved)):
+        move = before - after             # sampling at p + t moves the content by -t
+        assert abs(move.mean()) < 0.15 and move.std() == pytest.approx(s / np.sqrt(3), rel=0.1)

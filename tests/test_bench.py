@@ -32,7 +32,7 @@ def test_epoch_gflop_counts_the_matrix_products():
 
 def test_bench_reports_every_figure(capsys):
     assert bench.main(["--generate", "300", "100", "--repeats", "1", "--no-torch",
-                       "--threads", "1", "--profile"]) == 0
+                       "--threads", "1", "--profile", "--drift-epochs", "2"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^profile: +[\d.]+ s +\d+%  network\.(forward|backward) ", out, re.M)
     assert "generated, 300 labelled + 100 test rows" in out
@@ -42,20 +42,25 @@ def test_bench_reports_every_figure(capsys):
                          ("training, s/epoch (batch 128)", " s"), ("training, GFLOP/s", ""),
                          ("matmul-only epoch, same shapes", " s"),
                          ("training / matmul-only", "x"), ("prediction, images/s", ""),
+                         ("shifts (params.yaml), s/epoch added", " s"),
+                         ("distortions (params-best.yaml), s/epoch added", " s"),
+                         ("distorted epochs, first / last of 2", " s / " + number + " s"),
                          ("`python run.py`, wall", " s"), ("`python run.py`, peak RSS", " MiB")]:
         assert re.fullmatch(number + unit, rows.get(figure, "")), (figure, out)
     assert float(rows["`python run.py`, peak RSS"].split()[0]) > 10
+    assert re.fullmatch(r"W1 \d+, b1 \d+, W2 \d+, b2 \d+", rows["training, subnormal values"])
     assert not any("PyTorch" in k for k in rows)
 
 
 def test_bench_reports_the_pytorch_rows_when_installed(capsys):
     torch = pytest.importorskip("torch")
     assert bench.main(["--generate", "300", "100", "--repeats", "1", "--threads", "1",
-                       "--no-run"]) == 0
+                       "--no-run", "--drift-epochs", "0"]) == 0
     out = capsys.readouterr().out
     assert f"PyTorch {torch.__version__} (" in out.splitlines()[0]
     rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| (.+?) \| (.+?) \|", out, re.M)}
-    for figure in ("training / PyTorch", "matmul-only / PyTorch"):
+    for figure in ("training / PyTorch default", "training / PyTorch flush-denormal",
+                   "matmul-only / PyTorch's best"):
         assert re.fullmatch(r"\d+\.\d\dx", rows.get(figure, "")), (figure, out)
 
 
@@ -67,14 +72,17 @@ def test_pytorch_contender_takes_the_same_step_as_ours(rng):
     params = network.init_params(rng, 20, 8, 10)
     params["b1"] += rng.normal(0, 0.1, 8).astype(np.float32)
     theirs = bench.TorchNet(torch, params, lr=0.01, rms_decay=0.9, eps=1e-8, l2=0.1)
-    ours = RMSprop(params, lr=0.01, decay=0.9, eps=1e-8)
+    flat, params = network.pack(params)
+    flat_grads, grads = network.pack(params)
+    ours = RMSprop(flat, lr=0.01, decay=0.9, eps=1e-8)
     for _ in range(2):
         X = rng.random((16, 20), dtype=np.float32)
         y = rng.integers(0, 10, 16)
         loss, _ = theirs.step(torch.from_numpy(X), torch.from_numpy(y))
         probs, h = network.forward(params, X)
         assert loss == pytest.approx(network.cross_entropy(probs, y), rel=1e-5)
-        ours.step(params, network.backward(params, X, h, probs, y, l2=0.1))
+        network.backward(params, X, h, probs, y, 0.1, grads)
+        ours.step(flat, flat_grads)
     for name, value in theirs.params().items():
         np.testing.assert_allclose(value, params[name], rtol=1e-4, atol=1e-6, err_msg=name)
     assert theirs.epoch(X, y, X[:4], y[:4], batch_size=5, rng=rng) > 0

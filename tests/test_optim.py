@@ -2,44 +2,66 @@
 import numpy as np
 import pytest
 
+from pipeline import optim
 from pipeline.optim import RMSprop
 
 
 def test_first_and_second_step_by_hand():
-    p = {"w": np.array([1.0, -2.0], np.float32)}
-    g = {"w": np.array([0.5, -4.0], np.float32)}
+    p = np.array([1.0, -2.0], np.float32)
+    g = np.array([0.5, -4.0], np.float32)
     opt = RMSprop(p, lr=0.1, decay=0.9, eps=1e-8)
     opt.step(p, g)
     # s = 0.1 * g**2 = [0.025, 1.6]; sqrt(s) = [0.158114, 1.264911]
     # p -= 0.1 * g / sqrt(s) = 0.1 * [3.162278, -3.162278]
-    np.testing.assert_allclose(opt.mean_sq["w"], [0.025, 1.6], rtol=1e-6)
-    np.testing.assert_allclose(p["w"], [1 - 0.3162278, -2 + 0.3162278], rtol=1e-6)
+    np.testing.assert_allclose(opt.mean_sq, [0.025, 1.6], rtol=1e-6)
+    np.testing.assert_allclose(p, [1 - 0.3162278, -2 + 0.3162278], rtol=1e-6)
     opt.step(p, g)
     # s = 0.9 * [0.025, 1.6] + 0.1 * [0.25, 16] = [0.0475, 3.04]
-    np.testing.assert_allclose(opt.mean_sq["w"], [0.0475, 3.04], rtol=1e-6)
+    np.testing.assert_allclose(opt.mean_sq, [0.0475, 3.04], rtol=1e-6)
     step2 = 0.1 * np.array([0.5, -4.0]) / np.sqrt([0.0475, 3.04])
-    np.testing.assert_allclose(p["w"], [1 - 0.3162278 - step2[0], -2 + 0.3162278 - step2[1]],
+    np.testing.assert_allclose(p, [1 - 0.3162278 - step2[0], -2 + 0.3162278 - step2[1]],
                                rtol=1e-6)
 
 
 def test_eps_guards_zero_gradients():
-    p = {"w": np.zeros(3, np.float32)}
+    p = np.zeros(3, np.float32)
     opt = RMSprop(p, lr=0.1, decay=0.9, eps=1e-8)
-    opt.step(p, {"w": np.zeros(3, np.float32)})
-    assert np.isfinite(p["w"]).all() and not p["w"].any()
+    opt.step(p, np.zeros(3, np.float32))
+    assert np.isfinite(p).all() and not p.any()
 
 
 def test_step_is_in_place_and_keeps_dtype():
     w = np.ones((2, 2), np.float32)
-    p = {"w": w}
-    RMSprop(p, lr=0.01).step(p, {"w": np.full((2, 2), 0.3, np.float32)})
-    assert p["w"] is w and w.dtype == np.float32
+    before = w
+    RMSprop(w, lr=0.01).step(w, np.full((2, 2), 0.3, np.float32))
+    assert w is before and w.dtype == np.float32
     assert w[0, 0] == pytest.approx(1 - 0.01 / np.sqrt(0.1), rel=1e-5)
 
 
 def test_eps_is_added_after_the_square_root():
     # With eps = 0.5 the two placements differ plainly: s = 0.1 * 4**2 = 1.6, and
     # 0.1 * 4 / (sqrt(1.6) + 0.5) = 0.226640, where sqrt(1.6 + 0.5) would give 0.276026.
-    p = {"w": np.zeros(1, np.float32)}
-    RMSprop(p, lr=0.1, decay=0.9, eps=0.5).step(p, {"w": np.full(1, 4.0, np.float32)})
-    np.testing.assert_allclose(p["w"], [-0.226640], rtol=1e-5)
+    p = np.zeros(1, np.float32)
+    RMSprop(p, lr=0.1, decay=0.9, eps=0.5).step(p, np.full(1, 4.0, np.float32))
+    np.testing.assert_allclose(p, [-0.226640], rtol=1e-5)
+
+
+def test_flush_zeroes_subnormals_only():
+    tiny = np.finfo(np.float32).tiny
+    a = np.array([tiny, -tiny, tiny / 2, -tiny / 1024, 1e-45, 0.0, 1.0, -3e-30], np.float32)
+    assert optim.count_subnormal(a) == 3
+    optim.flush_subnormals_(a)
+    np.testing.assert_array_equal(a, np.array([tiny, -tiny, 0, 0, 0, 0, 1, -3e-30], np.float32))
+    assert optim.count_subnormal(a) == 0
+
+
+def test_flushes_every_flush_every_steps():
+    """A weight and average already subnormal are zeroed at the flush_every-th step."""
+    p = np.array([1e-39, 0.5], np.float32)
+    opt = RMSprop(p, lr=0.0, flush_every=3)
+    opt.mean_sq[:] = [1e-40, 1.0]
+    zero = np.zeros(2, np.float32)
+    for expected in (1, 1, 0):
+        opt.step(p, zero)
+        assert optim.count_subnormal(p) == expected
+    assert optim.count_subnormal(opt.mean_sq) == 0 and p[1] == 0.5
