@@ -33,9 +33,10 @@ _pending: list[tuple[str, Path]] | None = None
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, together: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` on success
-    (or, inside `renames_together`, when that block ends well)."""
+    (or, inside `renames_together` and unless `together` is False, when that block
+    ends well)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
@@ -47,7 +48,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    if _pending is None:
+    if _pending is None or not together:
         os.replace(tmp, path)
     else:
         _pending.append((tmp, path))
@@ -82,9 +83,9 @@ def remove_temporaries(folder: Path) -> None:
                 leftover.unlink()
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically."""
-    with atomic_path(path) as tmp:
+def write_bytes(path: Path, data: bytes, together: bool = True) -> None:
+    """Write `data` to `path` atomically (see `atomic_path` for `together`)."""
+    with atomic_path(path, together) as tmp:
         tmp.write_bytes(data)
 
 

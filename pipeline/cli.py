@@ -19,7 +19,8 @@ commands: status (what is up to date, what is stale and why)
 
 examples:
   python run.py                          run what is out of date
-  python run.py train predict            just those stages
+  python run.py train                    train, after what it needs (as make, dvc repro)
+  python run.py train --single           train alone, refusing a stale upstream
   python run.py --set train.epochs=5     override a param for this run
   python run.py --from preprocess        that stage and every later one, if stale
   python run.py submit --kaggle "first"  make submission.csv and upload it to Kaggle
@@ -33,15 +34,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="run.py", description="Kaggle Digit Recognizer: CSVs -> submission.csv.",
         epilog=USAGE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("targets", nargs="*", metavar="STAGE",
-                        help="stages to run (default: all), or 'status'")
+                        help="stages to bring up to date, with what they are made from "
+                        "(default: all), or 'status'")
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a param, e.g. train.epochs=5 "
                         "(repeatable; the value is read as YAML)")
-    parser.add_argument("--force", action="store_true", help="run the named stages even if up to date")
+    parser.add_argument("--force", action="store_true",
+                        help="run the named stages even if up to date; what they are made "
+                        "from still runs only if stale (as dvc repro --force)")
     parser.add_argument("--from", dest="start", metavar="STAGE",
-                        help="run this stage and every stage after it, those that are stale "
-                        "(with --force, all of them)")
+                        help="name this stage and every stage after it: those that are stale "
+                        "run (with --force, all of them)")
+    parser.add_argument("--single", action="store_true",
+                        help="run only the named stages, not the stale ones they are made "
+                        "from, and refuse if any of those is not up to date (like dvc repro "
+                        "--single-item)")
     parser.add_argument("--kaggle", metavar="MESSAGE",
                         help="after the run, upload submission.csv to the Kaggle competition "
                         "with this message (needs the kaggle command)")
@@ -73,9 +81,24 @@ def print_status(params: dict) -> None:
         print(f"{name:<{width}}  {st.describe()}")
 
 
-def summarize(params: dict) -> None:
-    """The closing lines: validation accuracy and where the submission is, each
-    flagged when the step that wrote it is behind the params and data."""
+LOCAL_PARAMS = "params.local.yaml"     # beside the params file: one machine's settings
+
+
+def sample_outputs(params: dict) -> bool:
+    """Whether the run uses the bundled sample (neither data file is found); its
+    outputs then go to <outputs>/sample, so that a demo never replaces, or mixes
+    with, outputs made from the competition's data."""
+    *_, sample = ingest.resolve_data(params["data.train"], params["data.test"],
+                                     params["data.sample"])
+    if sample:
+        params["outputs"] = str(Path(params["outputs"]) / "sample")
+    return sample
+
+
+def summarize(params: dict, sample: bool) -> None:
+    """The closing lines: validation accuracy, the submission, the report and what
+    to do next; each flagged when the step that wrote it is behind the params and
+    data, and, after a run on the bundled sample, marked as a demo."""
     if not log.isEnabledFor(logging.INFO):          # --quiet: no closing lines
         return
     metrics, submission = stages.metrics_path(params), stages.submission_path(params)
@@ -91,18 +114,35 @@ def summarize(params: dict) -> None:
         return (" (out of date: run `python run.py` with the same --params and --set "
                 "to update it)")
 
+    demo = " (the bundled sample: a demo, not for upload)" if sample else ""
     if metrics.exists():
         scores = artifacts.load_json(metrics)
         if scores.get("val_accuracy") is not None:
             held_out = "" if scores.get("val_held_out", True) else predict.NOT_HELD_OUT
-            log.info("validation accuracy: %.2f%%%s%s", 100 * scores["val_accuracy"],
-                     held_out, behind("predict"))
+            ci = scores.get("val_accuracy_ci95")
+            interval = (f" (95% interval {100 * ci['low']:.2f}-{100 * ci['high']:.2f}%, "
+                        f"{scores['val_errors']} of {scores['val_rows']} wrong)") if ci else ""
+            log.info("validation accuracy: %.2f%%%s%s%s", 100 * scores["val_accuracy"],
+                     interval, held_out, behind("predict"))
     if submission.exists():
-        log.info("submission: %s%s", submission, behind("submit"))
+        log.info("submission: %s%s%s", submission, demo, behind("submit"))
+    page = stages.artifact(params, "report", "index.html")
+    if page.exists():
+        log.info("report: %s (open it in a browser)%s", page, behind("report"))
+    if sample:
+        log.info("next: put Kaggle's train.csv and test.csv, or digit-recognizer.zip, in %s/ "
+                 "and run again (README.md, Getting the data)", Path(params["data.train"]).parent)
+    elif submission.exists() and not behind("submit"):
+        log.info('next: upload it with `python run.py submit --kaggle "your message"`')
 
 
-def upload_if_current(params: dict, message: str) -> None:
-    """Upload submission.csv, unless a step it is made from is out of date."""
+def upload_if_current(params: dict, message: str, sample: bool) -> None:
+    """Upload submission.csv, unless it was made from the bundled sample or a step
+    it is made from is out of date."""
+    if sample:
+        raise PipelineError("not uploading: this submission was made from the bundled sample, "
+                            "a demo; Kaggle scores only its own test.csv (README.md, Getting "
+                            "the data)")
     late = [f"{name} ({st.describe()})" for name, st in runner.status(params)
             if name != "report" and st.state == "stale"]
     if late:
@@ -133,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(args.quiet)
     try:
-        params = params_mod.load(args.params, args.overrides)
+        params = params_mod.load(args.params, args.overrides,
+                                 local=Path(args.params).with_name(LOCAL_PARAMS))
+        sample = sample_outputs(params)
         if args.targets[:1] == ["status"]:
             if args.targets[1:] or args.start:
                 raise PipelineError("status takes no stage names: it reports every step")
@@ -144,27 +186,29 @@ def main(argv: list[str] | None = None) -> int:
         if args.targets[:1] == ["predict-image"]:
             return predict_images(params, args.targets[1:])
         steps = runner.select(args.targets, args.start)
-        if any(s.stage == "ingest" for s in steps):
+        planned = runner.plan(params, steps, args.single)
+        if any(s.stage == "ingest" for s in planned):
             kaggle.offer_download(params["data.train"], params["data.test"])
-        train_csv, test_csv, sample = ingest.resolve_data(
-            params["data.train"], params["data.test"], params["data.sample"])
-        if sample and any(s.stage == "ingest" for s in steps):
-            log.warning("%s and %s not found: using the bundled sample in %s. For the "
-                        "competition's data see README.md (Getting the data).",
-                        params["data.train"], params["data.test"], params["data.sample"])
+        if sample and any(s.stage == "ingest" for s in planned):
+            log.warning("%s and %s not found: using the bundled sample in %s, a demo, with "
+                        "its outputs in %s. For the competition's data see README.md "
+                        "(Getting the data).", params["data.train"], params["data.test"],
+                        params["data.sample"], params["outputs"])
             # The long hint only when the sample is read, not on every later run.
-            if args.force or any(runner.Runner(params).check(s).state != "up to date"
-                                 for s in steps if s.stage == "ingest"):
+            fresh = runner.Runner(params)
+            if any((args.force and s in steps) or fresh.check(s).state != "up to date"
+                   for s in planned if s.stage == "ingest"):
                 log.info(kaggle.download_hint(Path(params["data.train"])))
         if args.kaggle is None:
-            runner.run(params, steps, force=args.force)
+            runner.run(params, steps, force=args.force, single=args.single)
         else:
             # Upload once submit is done: a failing report must not hold it back.
             report = [s for s in steps if s.stage == "report"]
-            runner.run(params, [s for s in steps if s not in report], force=args.force)
-            upload_if_current(params, args.kaggle)
-            runner.run(params, report, force=args.force)
-        summarize(params)
+            runner.run(params, [s for s in steps if s not in report], force=args.force,
+                       single=args.single)
+            upload_if_current(params, args.kaggle, sample)
+            runner.run(params, report, force=args.force, single=args.single)
+        summarize(params, sample)
         return 0
     except PipelineError as exc:
         if args.debug:
@@ -187,5 +231,6 @@ def main(argv: list[str] | None = None) -> int:
               "in the params (train.hidden, the batch sizes) need less", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: completed outputs are kept; run again to resume", file=sys.stderr)
+        print("interrupted: completed outputs are kept, and training goes on from its last "
+              "complete epoch: run the same command again", file=sys.stderr)
         return 130

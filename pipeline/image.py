@@ -20,7 +20,9 @@ SIDE = 28              # the field MNIST digits live in
 BOX = 20               # the box the digit is scaled to fit
 CENTRE = 14.0          # where MNIST puts the centre of mass (row and column, 0-based)
 NOISE_FLOOR = 0.15     # ink fainter than this, relative to the darkest stroke, is paper
+NOISE_SIGMAS = 4.0     # and so is ink within this many of the paper's standard deviations
 STROKE = 2.0           # MNIST's median stroke width in the 20x20 box, in pixels (ink > 0.5)
+COARSE = 64            # pixels a side of the copy the paper's brightness is estimated on
 
 
 def read_grey(path: Path) -> np.ndarray:
@@ -51,17 +53,44 @@ def read_grey(path: Path) -> np.ndarray:
     return grey / 255.0
 
 
+def paper(grey: np.ndarray) -> np.ndarray:
+    """The paper's brightness (H, W) under dark ink on light paper: the image's
+    brightest level near each pixel, so that uneven light and tinted paper are not
+    taken for ink. Estimated on a copy of COARSE pixels a side, where each pixel
+    takes the maximum of a window a quarter of the image wide (wider than a
+    stroke, so ink drops out), then smoothed, and scaled back up."""
+    h, w = grey.shape
+    shrink = COARSE / max(h, w)
+    small = _resize(grey, (max(1, round(w * shrink)), max(1, round(h * shrink))),
+                    Image.Resampling.BOX)                          # averaging tames noise
+    lit = _max_filter(small, max(1, max(small.shape) // 4))
+    smooth = _resize(lit, (max(1, lit.shape[1] // 8), max(1, lit.shape[0] // 8)),
+                     Image.Resampling.BOX)
+    return _resize(smooth, (w, h), Image.Resampling.BILINEAR)
+
+
 def ink(grey: np.ndarray) -> np.ndarray:
     """Grey levels (H, W) -> ink (H, W) in [0, 1]: 1 where the stroke is strongest,
-    0 on the paper, whichever of the two is the lighter."""
+    0 on the paper, whichever of the two is the lighter.
+
+    Ink is measured against the paper around it, relative to its brightness: under
+    light falling off across the page, a stroke is as dark a fraction of the paper
+    near it everywhere. On evenly lit paper this is a plain difference."""
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    ground = float(np.median(border))    # the border is mostly paper, even if ink touches it
-    strokes = grey - ground if ground < 0.5 else ground - grey
+    light = float(np.median(border)) >= 0.5   # the border is mostly paper, even if ink touches it
+    dark_ink = grey if light else 1.0 - grey
+    ground = np.maximum(paper(dark_ink), 1e-3)
+    strokes = (ground - dark_ink) / ground
     peak = float(strokes.max())
     if peak < 0.1:
         return np.zeros_like(grey)
+    relative = strokes / peak
     # Soft threshold: paper texture and JPEG noise go to 0, strokes keep their grey edges.
-    return np.clip((strokes / peak - NOISE_FLOOR) / (1 - NOISE_FLOOR), 0.0, 1.0)
+    # Most pixels are paper, so their spread (the median absolute deviation, scaled to a
+    # standard deviation) measures the noise; a noisy photo gets a higher floor.
+    spread = 1.4826 * float(np.median(np.abs(relative - np.median(relative))))
+    floor = min(max(NOISE_FLOOR, NOISE_SIGMAS * spread), 0.5)
+    return np.clip((relative - floor) / (1 - floor), 0.0, 1.0)
 
 
 def _resize(a: np.ndarray, size: tuple[int, int], how: Image.Resampling) -> np.ndarray:
@@ -86,6 +115,23 @@ def stroke_width(strokes: np.ndarray) -> float:
     return 2.0 * np.count_nonzero(mask) / max(outline, 1)
 
 
+def ink_box(strokes: np.ndarray) -> tuple[slice, slice]:
+    """The rows and columns of `strokes` (H, W) that hold the ink, specks of noise
+    left out. They are found on every s-th pixel (s keeps that copy about 300 pixels
+    a side, so the box may be up to s - 1 pixels wide of the ink), where an opening
+    (a min filter, then a max filter, k x k) removes ink narrower than k pixels, k
+    a hundredth of the copy's side."""
+    step = max(1, max(strokes.shape) // 300)
+    solid = strokes[::step, ::step] > 0
+    k = min(solid.shape) // 100
+    if k > 1:
+        opened = _max_filter(-_max_filter(-solid.astype(np.float32), k), k) > 0
+        solid = opened if opened.any() else solid
+    rows, cols = np.flatnonzero(solid.any(axis=1)), np.flatnonzero(solid.any(axis=0))
+    return (slice(rows[0] * step, (rows[-1] + 1) * step),
+            slice(cols[0] * step, (cols[-1] + 1) * step))
+
+
 def fit_box(strokes: np.ndarray, box: int = BOX) -> np.ndarray:
     """Crop ink (H, W) to its bounding box and resize it so the longer side is
     `box` pixels, keeping the aspect ratio. Returns (h, w) with max(h, w) == box.
@@ -93,9 +139,7 @@ def fit_box(strokes: np.ndarray, box: int = BOX) -> np.ndarray:
     Strokes thinner than MNIST's pen (a fine pen on a big page would shrink to a
     faint hairline) are first thickened to about STROKE pixels at the final scale.
     """
-    rows = np.flatnonzero(strokes.any(axis=1))
-    cols = np.flatnonzero(strokes.any(axis=0))
-    crop = strokes[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]      # (h, w)
+    crop = strokes[ink_box(strokes)]                                # (h, w)
     work = 8 * box                                                  # keeps the dilation cheap
     if max(crop.shape) > work:
         shrink = work / max(crop.shape)

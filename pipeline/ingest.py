@@ -17,6 +17,7 @@ import gzip
 import io
 import logging
 import re
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -36,18 +37,34 @@ _SIGNED_INT_TEXT = re.compile(r"[+-]?[0-9]+")
 _MISSING = ("nan", "na", "n/a", "null", "none", "nat", "<na>")
 
 
+KAGGLE_ZIP = "digit-recognizer.zip"       # what `kaggle competitions download` saves
+
+
+def find_csv(path: Path) -> Path | None:
+    """Where the file configured as `path` (such as data/train.csv) is: itself,
+    gzipped beside it (data/train.csv.gz), or inside the competition's zip beside it
+    (data/digit-recognizer.zip, read as it is); None when none of them exists."""
+    for candidate in (path, path.with_name(path.name + ".gz"), path.with_name(KAGGLE_ZIP)):
+        if candidate.exists():
+            return candidate
+    return None
+
+
 def resolve_data(train: str, test: str, sample: str | None) -> tuple[Path, Path, bool]:
-    """The CSVs to read: the configured ones, or the bundled sample when neither
-    exists. Returns (train path, test path, whether the sample is used)."""
+    """The files to read (see `find_csv`), or the bundled sample when neither is
+    found. Returns (train path, test path, whether the sample is used)."""
     train_p, test_p = Path(train), Path(test)
-    if train_p.exists() or test_p.exists() or not sample or not Path(sample).is_dir():
-        return train_p, test_p, False
+    found_train, found_test = find_csv(train_p), find_csv(test_p)
+    if found_train or found_test or not sample or not Path(sample).is_dir():
+        return found_train or train_p, found_test or test_p, False
     folder = Path(sample)
     return folder / "train.csv.gz", folder / "test.csv.gz", True
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's text as bytes: gunzipped when it starts with gzip's magic number."""
+def _read_bytes(path: Path, member: str) -> tuple[bytes, str]:
+    """The file's text as bytes, and how messages name it: gunzipped when it starts
+    with gzip's magic number; from a zip archive, its file named `member` (train.csv
+    or test.csv), or its only CSV file."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -63,10 +80,31 @@ def _read_bytes(path: Path) -> bytes:
             raise PipelineError(f"{path}: expected a gzip file, found a damaged one ({exc})") \
                 from None
     elif raw[:4] == b"PK\x03\x04":
-        raise PipelineError(f"{path}: expected a CSV file, found a zip archive (unzip it first)")
+        raw, member = _zip_member(path, raw, member)
+        path = f"{path} ({member})"
     if raw.startswith(b"\xef\xbb\xbf"):          # UTF-8 byte order mark, as Excel writes
         raw = raw[3:]
-    return raw
+    return raw, str(path)
+
+
+def _zip_member(path: Path, raw: bytes, member: str) -> tuple[bytes, str]:
+    """The bytes of `member` in the zip archive `raw`, or of its only CSV file."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            names = [n for n in archive.namelist() if not n.endswith("/")]
+            csvs = [n for n in names if n.lower().endswith((".csv", ".csv.gz"))]
+            chosen = next((n for n in names if Path(n).name in (member, member + ".gz")),
+                          csvs[0] if len(csvs) == 1 else None)
+            if chosen is None:
+                raise PipelineError(f"{path}: expected a zip archive holding {member}, found "
+                                    f"{', '.join(names[:6]) or 'no files'}")
+            data = archive.read(chosen)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise PipelineError(f"{path}: expected a zip archive, found a damaged one ({exc})") \
+            from None
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    return data, chosen
 
 
 def _short(name: str, limit: int = 40) -> str:
@@ -266,13 +304,13 @@ def parse_digits(path: Path, raw: bytes, labelled: bool) -> tuple[np.ndarray, np
 
 
 def read_digits_csv(path: str | Path, labelled: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read a Kaggle digits CSV, plain or gzipped.
+    """Read a Kaggle digits CSV: plain, gzipped, or inside a zip archive.
 
     Returns images of shape (n_samples, 784), uint8, and labels of shape
     (n_samples,), int64 (None when `labelled` is False).
     """
-    path = Path(path)
-    return parse_digits(path, _read_bytes(path), labelled)
+    raw, name = _read_bytes(Path(path), "train.csv" if labelled else "test.csv")
+    return parse_digits(name, raw, labelled)
 
 
 def run_train(csv_path: Path, images_out: Path, labels_out: Path) -> None:

@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-from pipeline import artifacts, submit
+from pipeline import artifacts, ingest, submit
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -118,8 +118,7 @@ def download_hint(train: Path) -> str:
     """How to get the competition's files into train's folder, given what is
     installed: the kaggle command, its token, or neither."""
     folder = Path(train).parent
-    get = (f"{shell(download_command(folder))} && unzip -n "
-           f"{shlex.quote(str(folder / (COMPETITION + '.zip')))} -d {shlex.quote(str(folder))}")
+    get = shell(download_command(folder))         # the zip it saves is read as it is
     if command() is None:
         return (f"to get the competition's files: `pip install kaggle`, {TOKEN_HELP}, accept "
                 f"the rules on kaggle.com/competitions/{COMPETITION}, then run `python run.py` "
@@ -138,7 +137,7 @@ def offer_download(train: Path, test: Path, ask: Callable[[str], str] | None = N
     were downloaded. Only a terminal on stdin is asked, so CI and scripts never
     block; `interactive` overrides that check and `ask` replaces input()."""
     train, test = Path(train), Path(test)
-    if train.exists() or command() is None or not has_credentials():
+    if ingest.find_csv(train) or command() is None or not has_credentials():
         return False
     if not (sys.stdin.isatty() if interactive is None else interactive):
         return False

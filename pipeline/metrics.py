@@ -5,11 +5,29 @@ leaves are numbers (DVC skips lists), keyed by strings such as "true_3".
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from pipeline import network
 
 N_CLASSES = 10
+Z95 = 1.959964                     # the standard normal's 97.5th percentile
+
+
+def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The 95% Wilson score interval of the accuracy correct / n.
+
+    Unlike the normal approximation p +- z sqrt(p (1 - p) / n), it stays within
+    [0, 1] and keeps its coverage near 100% accuracy, where few errors are counted
+    (Brown, Cai and DasGupta, 2001, recommend it for this reason).
+    """
+    if n == 0:
+        return 0.0, 1.0
+    p, z2 = correct / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray,
@@ -52,8 +70,12 @@ def summary(probs: np.ndarray, y: np.ndarray) -> dict:
                  "support": int(scores["support"][c])}
         for c in range(n_classes)
     }
+    correct = int((pred == y).sum())
+    low, high = wilson_interval(correct, len(y))
     return {
         "val_accuracy": round(float((pred == y).mean()), 6),
+        "val_accuracy_ci95": {"low": round(low, 6), "high": round(high, 6)},
+        "val_errors": len(y) - correct,
         "val_loss": round(network.cross_entropy(probs, y), 6),
         "val_rows": int(len(y)),
         "macro_f1": round(float(scores["f1"].mean()), 6),

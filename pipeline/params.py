@@ -72,6 +72,7 @@ SCHEMA: dict[str, Spec] = {
     "train.patience": Spec("int", _non_negative, "an integer >= 0 (0: no early stopping)"),
     "train.members": Spec("int", _positive, "an integer >= 1"),
     "train.all_rows": Spec("bool"),
+    "train.cv_folds": Spec("int", lambda v: v == 0 or v >= 2, "0 (off) or an integer >= 2"),
     "predict.batch_size": Spec("int", _positive, "an integer >= 1"),
 }
 
@@ -189,17 +190,14 @@ def _unknown(where: str, key: str, value: Any) -> PipelineError:
     return PipelineError(f"{where}: unknown key '{key}'{_did_you_mean(key)}")
 
 
-def load(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
-    """Read a params file, apply `--set` overrides, and check every value.
-
-    Returns a flat dict {dotted key: value} holding exactly the keys of SCHEMA.
-    Messages name the file and line (or the --set) a bad value came from.
-    """
-    path = Path(path)
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The flat keys of a params file, and where each came from ("file, line N")."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise PipelineError(f"{path}: params file not found") from None
+        where = "" if path.is_absolute() else f" in {Path.cwd()}"
+        raise PipelineError(f"{path}: params file not found{where} (run from the project's "
+                            "folder, or name the file with --params PATH)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PipelineError(f"{path}: cannot read the params file ({exc})") from None
     try:
@@ -210,12 +208,29 @@ def load(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
     if not isinstance(tree, dict):
         found = "an empty file" if tree is None else f"a {type(tree).__name__}"
         raise PipelineError(f"{path}: expected a mapping of sections, found {found}")
-
     flat = flatten(tree)
     origin = {key: f"{path}, line {lines[key]}" if key in lines else str(path) for key in flat}
     for key in flat:
         if key not in SCHEMA:
             raise _unknown(origin[key], key, flat[key])
+    return flat, origin
+
+
+def load(path: str | Path, overrides: list[str] = (),
+         local: str | Path | None = None) -> dict[str, Any]:
+    """Read a params file, then the keys of `local` when that file exists (settings
+    of one machine, such as where its data is, kept out of git), apply `--set`
+    overrides, and check every value.
+
+    Returns a flat dict {dotted key: value} holding exactly the keys of SCHEMA.
+    Messages name the file and line (or the --set) a bad value came from.
+    """
+    path = Path(path)
+    flat, origin = _read(path)
+    if local is not None and Path(local).is_file():
+        mine, where = _read(Path(local))
+        flat.update(mine)
+        origin.update(where)
     for text_ in overrides:
         key, value = parse_override(text_)
         if key not in SCHEMA:

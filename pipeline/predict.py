@@ -40,6 +40,8 @@ def run(inputs: dict, out: dict, batch_size: int) -> None:
     artifacts.save_array(out["test_labels"], test_probs.argmax(axis=1).astype(np.int64))
     artifacts.save_array(out["val_probs"], val_probs)
     artifacts.write_json(out["metrics"], scores)
-    log.info("predict: %d test images; validation accuracy %.2f%% on %d rows%s",
-             len(test_x), 100 * scores["val_accuracy"], len(val_y),
+    ci = scores["val_accuracy_ci95"]
+    log.info("predict: %d test images; validation accuracy %.2f%% (95%% interval %.2f-%.2f%%, "
+             "%d of %d rows wrong)%s", len(test_x), 100 * scores["val_accuracy"],
+             100 * ci["low"], 100 * ci["high"], scores["val_errors"], len(val_y),
              "" if held_out else NOT_HELD_OUT)

@@ -5,6 +5,10 @@ outputs are in place, holds the content hashes of the files it read, the values 
 the params it reads, a hash of its code, and the hashes of what it wrote. A step
 is up to date when all of these still match; a changed upstream output therefore
 reruns downstream steps, while a rerun that reproduces the same bytes stops there.
+
+As with `make TARGET` and `dvc repro TARGET`, running a step first brings every step
+it is made from up to date; with `single` (dvc's --single-item) it runs alone and
+refuses to build on an upstream step that is not up to date.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import artifacts
+from pipeline import artifacts, sources
 from pipeline.errors import PipelineError
 from pipeline.stages import STAGES, STEPS, Step
 
@@ -37,12 +41,20 @@ class Status:
         return self.state + (": " + "; ".join(self.reasons) if self.reasons else "")
 
 
+def _source(name: str) -> bytes:
+    return Path(importlib.util.find_spec(name).origin).read_bytes()
+
+
 def code_hash(modules: tuple[str, ...]) -> str:
-    """SHA-256 over the source files of `modules`."""
-    h = hashlib.sha256()
-    for name in modules:
-        h.update(Path(importlib.util.find_spec(name).origin).read_bytes())
-    return h.hexdigest()
+    """SHA-256 over the source files of `modules` as they are on disk now: what the
+    next run will execute, compared with the record by `check`."""
+    return hashlib.sha256(b"".join(_source(name) for name in modules)).hexdigest()
+
+
+def loaded_code_hash(modules: tuple[str, ...]) -> str:
+    """The same hash over the sources this process loaded (`sources.LOADED`): the
+    code a step run now executes, and so what its record stores."""
+    return hashlib.sha256(b"".join(sources.LOADED[name] for name in modules)).hexdigest()
 
 
 def record_path(params: dict, step: Step) -> Path:
@@ -69,6 +81,33 @@ def read_record(params: dict, step: Step) -> dict | None:
 def producers(params: dict) -> dict[Path, Step]:
     """Which step writes each artifact."""
     return {path: step for step in STEPS for path in step.outs(params).values()}
+
+
+def upstream(params: dict, step: Step) -> list[Step]:
+    """The steps that write this step's inputs."""
+    made_by = producers(params)
+    names = {made_by[p].name for p in step.deps(params).values() if p in made_by}
+    return [s for s in STEPS if s.name in names]
+
+
+def ancestors(params: dict, step: Step) -> list[Step]:
+    """Every step whose outputs this step's inputs are made from, in order."""
+    found, todo = set(), [step]
+    while todo:
+        for up in upstream(params, todo.pop()):
+            if up.name not in found:
+                found.add(up.name)
+                todo.append(up)
+    return [s for s in STEPS if s.name in found]
+
+
+def plan(params: dict, steps: list[Step], single: bool = False) -> list[Step]:
+    """The steps a run of `steps` goes through, in order: them and, unless `single`,
+    every step they are made from (as `make` and `dvc repro` do)."""
+    names = {s.name for s in steps}
+    if not single:
+        names |= {up.name for s in steps for up in ancestors(params, s)}
+    return [s for s in STEPS if s.name in names]
 
 
 class Runner:
@@ -122,22 +161,6 @@ class Runner:
                 reasons.append(f"output {path} was modified")
         return Status("stale", reasons) if reasons else Status("up to date")
 
-    def upstream(self, step: Step) -> list[Step]:
-        """The steps that write this step's inputs."""
-        made_by = producers(self.params)
-        names = {made_by[p].name for p in step.deps(self.params).values() if p in made_by}
-        return [s for s in STEPS if s.name in names]
-
-    def ancestors(self, step: Step) -> list[Step]:
-        """Every step whose outputs this step's inputs are made from, in order."""
-        found, todo = set(), [step]
-        while todo:
-            for up in self.upstream(todo.pop()):
-                if up.name not in found:
-                    found.add(up.name)
-                    todo.append(up)
-        return [s for s in STEPS if s.name in found]
-
     def run_steps(self, steps: list[Step]) -> None:
         """Run steps that read nothing of each other's; their outputs are renamed
         into place together, and only then is each one's fingerprint recorded."""
@@ -164,11 +187,18 @@ class Runner:
             for step, deps, outs, _ in started:
                 step.run(self.params, deps, outs)
         for step, _, outs, dep_states in started:
+            # The code that ran is the code loaded at start; an edit since then leaves
+            # the record behind the disk, so the next run reruns the step.
+            edited = [m for m in step.code if _source(m) != sources.LOADED[m]]
+            if edited:
+                log.warning("%s: %s changed while this run was going; %s ran the code as "
+                            "it was loaded and will rerun on the next run", step.name,
+                            ", ".join(m.replace(".", "/") + ".py" for m in edited), step.name)
             record = {
                 "format": artifacts.FORMAT_VERSION,
                 "step": step.name,
                 "params": {k: self.params[k] for k in step.params},
-                "code": code_hash(step.code),
+                "code": loaded_code_hash(step.code),
                 "deps": dep_states,
                 "outs": {name: self._state(path) for name, path in outs.items()},
             }
@@ -196,32 +226,40 @@ def select(stages: list[str], start: str | None) -> list[Step]:
     return [s for s in STEPS if s.stage in stages or s.name in stages]
 
 
-def run(params: dict, steps: list[Step], force: bool = False) -> list[str]:
-    """Run `steps` in order, skipping up-to-date ones unless `force`.
+def run(params: dict, steps: list[Step], force: bool = False,
+        single: bool = False) -> list[str]:
+    """Bring `steps` up to date: first the steps they are made from (unless
+    `single`), then each of them that is stale. `force` reruns `steps` themselves
+    even when up to date; the steps they are made from still run only if stale.
 
+    With `single`, raises PipelineError before running a step whose upstream is not
+    up to date (stale, never run, or its outputs no longer match their record).
     Returns the names of the steps that ran.
     """
     runner = Runner(params)
     artifacts.remove_temporaries(Path(params["outputs"]) / RECORDS)
-    chosen = {s.name for s in steps}
-    ran, warned = [], set()
-    for stage in dict.fromkeys(s.stage for s in steps):     # stage order, each once
+    todo = plan(params, steps, single)
+    chosen, targets = {s.name for s in todo}, {s.name for s in steps}
+    ran = []
+    for stage in dict.fromkeys(s.stage for s in todo):      # stage order, each once
         to_run = []
-        for step in (s for s in steps if s.stage == stage):
-            for up in runner.ancestors(step):
-                if up.name in chosen or up.name in warned:
-                    continue
+        for step in (s for s in todo if s.stage == stage):
+            # Upstream steps in the plan ran (or were found up to date) before this
+            # one; any other must be up to date, so no step reads a half-written set.
+            for up in (u for u in ancestors(params, step) if u.name not in chosen):
                 status = runner.check(up)
-                if status.state == "stale":
-                    warned.add(up.name)
-                    log.warning("%s is built on the outputs of %s, which is %s; run "
-                                "`python run.py --from %s` to bring everything up to date",
-                                step.name, up.name, status.describe(), up.stage)
+                if status.state != "up to date":
+                    what = ("has never run" if status.state == "never run"
+                            else f"is {status.describe()}")
+                    raise PipelineError(
+                        f"{step.name} is built on {up.name}, which {what}. Run `python run.py "
+                        f"{step.stage}` without --single to bring it up to date first")
             status = runner.check(step)
-            if status.state == "up to date" and not force:
+            forced = force and step.name in targets
+            if status.state == "up to date" and not forced:
                 log.info("%s: up to date, skipped", step.name)
                 continue
-            log.info("%s: running (%s)", step.name, "forced" if force else status.describe())
+            log.info("%s: running (%s)", step.name, "forced" if forced else status.describe())
             to_run.append(step)
         if to_run:
             runner.run_steps(to_run)
@@ -235,7 +273,7 @@ def status(params: dict) -> list[tuple[str, Status]]:
     result, pending = [], set()
     for step in STEPS:
         st = runner.check(step)
-        late = [u.name for u in runner.upstream(step) if u.name in pending]
+        late = [u.name for u in upstream(params, step) if u.name in pending]
         if st.state == "up to date" and late:
             st = Status("up to date", [f"but {', '.join(late)} will rerun first"])
         if st.state != "up to date" or late:

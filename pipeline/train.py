@@ -12,16 +12,19 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline import artifacts, network, progress
+from pipeline import artifacts, checkpoint, metrics, network, progress
 from pipeline.augment import Augmenter
+from pipeline.checkpoint import Progress
 from pipeline.errors import PipelineError
 from pipeline.optim import RMSprop
 from pipeline.schedule import Schedule
 
 log = logging.getLogger(__name__)
 
-HISTORY_COLUMNS = ("epoch", "loss", "train_accuracy", "val_loss", "val_accuracy", "seconds",
-                   "lr", "member")
+# fit's rows also hold `seconds`, the epoch's wall time: it goes to timing.json, not to
+# history.csv, because later steps read the history and must not rerun for a clock.
+HISTORY_COLUMNS = ("epoch", "loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
+                   "member")
 
 
 def dropout_(X: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
@@ -52,27 +55,32 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
         schedule: Callable[[float], float] | None = None,
         augment: Augmenter | None = None, input_dropout: float = 0.0, max_norm: float = 0.0,
         keep_best: bool = False, patience: int = 0,
-        on_epoch: Callable[[dict], None] | None = None) -> tuple[dict, list[dict]]:
+        on_epoch: Callable[[dict], None] | None = None, resume: Progress | None = None,
+        on_progress: Callable[[Progress], None] | None = None) -> tuple[dict, list[dict]]:
     """Train one network on X (N, 784) float32 with integer labels y (N,).
 
     schedule maps progress in epochs to the learning rate (lr throughout when None);
     augment distorts the images afresh each epoch; input_dropout drops input pixels;
     max_norm > 0 caps each hidden unit's incoming weight norm. keep_best returns the
     weights of `best_epoch(history)` instead of the last; patience > 0 stops once
-    that many epochs pass without a better validation accuracy.
+    that many epochs pass without a better validation accuracy. on_progress gets
+    a Progress at the end of each epoch (its arrays are fit's own: save them before
+    returning); `resume` goes on from one.
 
     Returns (params, history): history has one dict per epoch with the keys of
-    HISTORY_COLUMNS but `member`. `loss` is the mean training cross-entropy over
+    HISTORY_COLUMNS but `member`, and `seconds`, the epoch's wall time. `loss` is the mean training cross-entropy over
     the epoch's batches plus the L2 penalty at the epoch's end; `lr` is the rate
     at the epoch's start. Raises PipelineError when the loss or the weights stop
     being finite, the cross-entropy exceeds 3 ln 10, or the loss grows a hundredfold.
     """
     n, n_in = X.shape
-    params = network.init_params(rng, n_in, hidden, 10)
-    opt = RMSprop(params, lr=lr, decay=rms_decay, eps=eps)
+    # Parameters and gradients live in one buffer each (P,), so that RMSprop updates
+    # them all with one NumPy call per operation; the dicts hold views of them.
+    flat, params = network.pack(network.init_params(rng, n_in, hidden, 10))
+    flat_grads, grads = network.pack(params)
+    opt = RMSprop(flat, lr=lr, decay=rms_decay, eps=eps)
     start_loss = np.log(10) + network.l2_penalty(params, l2)    # about the untrained loss
     rate = schedule or (lambda t: lr)
-    grads = None
     # Augmentation distorts a shuffled copy of the whole epoch. Without it, batches are
     # gathered into one small buffer: copying all of X each epoch (and page-faulting
     # the copy in the first) cost 0.4-1.3 s more per default run.
@@ -80,7 +88,14 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
     batch = np.empty((min(batch_size, n), n_in), np.float32)        # (B, 784) reused
     batches = -(-n // batch_size)
     history, best, since_best = [], None, 0
-    for epoch in range(1, epochs + 1):
+    if resume is not None:
+        flat[:], opt.mean_sq[:], opt.steps = resume.flat, resume.mean_sq, resume.steps
+        rng.bit_generator.state = resume.rng
+        history, since_best = list(resume.history), resume.since_best
+        best = None if resume.best is None else resume.best.copy()
+    for epoch in range(len(history) + 1, epochs + 1):
+        if patience and since_best >= patience:
+            break
         start_time = time.perf_counter()
         order = rng.permutation(n)
         if augment is not None:
@@ -101,10 +116,11 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
             probs, h = network.forward(params, xb)
             ce_sum += network.cross_entropy(probs, yb) * len(yb)
             correct += int((probs.argmax(axis=1) == yb).sum())
-            grads = network.backward(params, xb, h, probs, yb, l2, grads)
-            opt.step(params, grads)
+            network.backward(params, xb, h, probs, yb, l2, grads)
+            opt.step(flat, flat_grads)
             if max_norm:
                 max_norm_(params, max_norm)
+        opt.flush(flat)                  # no subnormal weight is kept, seen or saved
         loss = ce_sum / n + network.l2_penalty(params, l2)
         # RMSprop's steps are bounded, so a far too large rate can leave the loss finite
         # but useless: a cross-entropy far above the ln 10 of guessing uniformly, or a
@@ -132,12 +148,51 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
             if best_epoch(history) == epoch:
                 since_best = 0
                 if keep_best:                   # patience alone needs no copy
-                    best = {k: v.copy() for k, v in params.items()}
+                    best = flat.copy()
             else:
                 since_best += 1
-            if patience and since_best >= patience:
-                break
-    return (best if keep_best else params), history
+        if on_progress:
+            on_progress(Progress(epoch, flat, opt.mean_sq, opt.steps, rng.bit_generator.state,
+                                 history, best, since_best))
+    if keep_best:
+        params = network.views(best, network.shapes(n_in, hidden, 10))
+    return params, history
+
+
+def stratified_folds(labels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """The fold, 0 to k-1, of each row (N,): every class dealt round its folds in a
+    random order, so each fold holds each class's count / k rows, give or take one."""
+    fold = np.empty(len(labels), np.int64)
+    start = 0                          # where the next class's dealing starts
+    for cls in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == cls))
+        fold[rows] = (start + np.arange(len(rows))) % k
+        start += len(rows)             # classes' remainders fall in different folds
+    return fold
+
+
+def cross_validate(X: np.ndarray, y: np.ndarray, k: int, rng: np.random.Generator,
+                   train_one: Callable[..., dict]) -> dict:
+    """k-fold cross-validation: `train_one(i, X, y, X_held, y_held)` returns the
+    params of a network trained on all folds but the i-th, which scores it.
+
+    Returns each fold's accuracy, their mean and standard deviation, and the
+    accuracy over all N rows, each scored once, with its 95% Wilson interval.
+    """
+    fold = stratified_folds(y, k, rng)
+    accuracy, correct = [], 0
+    for i in range(k):
+        held = fold == i
+        params = train_one(i, X[~held], y[~held], X[held], y[held])
+        right = int((network.predict_proba(params, X[held]).argmax(axis=1) == y[held]).sum())
+        accuracy.append(right / int(held.sum()))
+        correct += right
+    low, high = metrics.wilson_interval(correct, len(y))
+    return {"folds": k, "fold_accuracy": [round(a, 6) for a in accuracy],
+            "mean": round(float(np.mean(accuracy)), 6),
+            "std": round(float(np.std(accuracy, ddof=1)), 6) if k > 1 else 0.0,
+            "accuracy": round(correct / len(y), 6),
+            "accuracy_ci95": {"low": round(low, 6), "high": round(high, 6)}, "rows": len(y)}
 
 
 def history_csv(history: list[dict]) -> str:
@@ -155,15 +210,21 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
         lr_step_epochs: int, lr_step_gamma: float, augment_shift: float,
         augment_rotate: float, augment_scale: float, augment_shear: float,
         elastic_alpha: float, elastic_sigma: float, input_dropout: float, max_norm: float,
-        keep_best: bool, patience: int, members: int, all_rows: bool) -> None:
+        keep_best: bool, patience: int, members: int, all_rows: bool, cv_folds: int) -> None:
     """Train `members` networks on the preprocess artifacts and save them, with the
-    history and metrics.
+    history, metrics and timing.
 
     `inputs` maps train_x, train_y, val_x, val_y to paths; `out` maps model,
-    history and metrics to paths. Member k draws from the seed [seed, 2, k], so
-    member 0 is the same network whatever the ensemble's size. all_rows trains on
+    history, metrics and timing to paths. Member k draws from the seed [seed, 2, k],
+    so member 0 is the same network whatever the ensemble's size. all_rows trains on
     the validation rows too, which leaves no held-out accuracy: metrics say so.
+    cv_folds > 1 adds a k-fold cross-validation of one network on all labelled rows
+    to the metrics (`cross_validate`), after the model is trained.
+    Only timing holds wall-clock times: a retrain that reproduces the weights leaves
+    the files that later steps read byte for byte the same. After each epoch, a
+    checkpoint beside the model lets a stopped run go on from there.
     """
+    settings = {k: v for k, v in locals().items() if k not in ("inputs", "out")}
     if all_rows and (keep_best or patience):
         raise PipelineError(
             "train.all_rows=true trains on the validation rows, so train.keep_best and "
@@ -173,29 +234,50 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
     y = artifacts.load_array(inputs["train_y"], "preprocess")         # (N,) int64
     X_val = artifacts.load_array(inputs["val_x"], "preprocess")       # (N_val, 784) float32
     y_val = artifacts.load_array(inputs["val_y"], "preprocess")       # (N_val,) int64
+    labelled = np.concatenate([X, X_val]), np.concatenate([y, y_val])
     if all_rows:
-        X, y = np.concatenate([X, X_val]), np.concatenate([y, y_val])
+        X, y = labelled
+    if batch_size > len(X):
+        log.warning("train.batch_size=%d is more than the %d training rows: every epoch is "
+                    "one step on all of them", batch_size, len(X))
     side = int(round(np.sqrt(X.shape[1])))
     augmenter = Augmenter(side, augment_shift, augment_rotate, augment_scale, augment_shear,
                           elastic_alpha, elastic_sigma)
     lr_at = Schedule(schedule, lr, epochs, lr_min, lr_step_epochs, lr_step_gamma)
     started = time.perf_counter()
+    saved_at = out["model"].with_name("checkpoint.npz")
+    stamp = checkpoint.key(settings, inputs)
+    done, resume = checkpoint.load(saved_at, stamp) or ([], None)
+    if resume is not None:
+        log.info("train: resuming from the checkpoint after epoch %d of member %d",
+                 resume.epoch, len(done) + 1)
     nets, history, val_probs = [], [], []
     # A bar on a terminal, else log lines; closed even when training fails.
     with progress.Epochs(epochs, members) as shown:
         for k in range(members):
-            def on_epoch(row: dict, k: int = k) -> None:
-                row.update(member=k, members=members)
-                shown(row)
-            # Overflow on the way to divergence would print NumPy warnings before fit's error.
-            with np.errstate(over="ignore", invalid="ignore"):
-                params, rows = fit(
-                    X, y, X_val, y_val, hidden=hidden, epochs=epochs, batch_size=batch_size,
-                    lr=lr, rms_decay=rms_decay, eps=eps, l2=l2,
-                    rng=np.random.default_rng([seed, 2, k]), schedule=lr_at,
-                    augment=augmenter if augmenter.active else None,
-                    input_dropout=input_dropout, max_norm=max_norm, keep_best=keep_best,
-                    patience=patience, on_epoch=on_epoch)
+            if k < len(done):                   # finished before the run was stopped
+                flat, rows = done[k]
+                params = network.views(flat, network.shapes(X.shape[1], hidden, 10))
+            else:
+                def on_epoch(row: dict, k: int = k) -> None:
+                    row.update(member=k, members=members)
+                    shown(row)
+
+                def on_progress(now: checkpoint.Progress) -> None:
+                    checkpoint.save(saved_at, stamp, done, now)
+
+                # Overflow on the way to divergence would print NumPy warnings before
+                # fit's error.
+                with np.errstate(over="ignore", invalid="ignore"):
+                    params, rows = fit(
+                        X, y, X_val, y_val, hidden=hidden, epochs=epochs,
+                        batch_size=batch_size, lr=lr, rms_decay=rms_decay, eps=eps, l2=l2,
+                        rng=np.random.default_rng([seed, 2, k]), schedule=lr_at,
+                        augment=augmenter if augmenter.active else None,
+                        input_dropout=input_dropout, max_norm=max_norm, keep_best=keep_best,
+                        patience=patience, on_epoch=on_epoch,
+                        resume=resume if k == len(done) else None, on_progress=on_progress)
+                done.append((network.pack(params)[0], rows))
             nets.append(params)
             history += rows
             val_probs.append(network.predict_proba(params, X_val))
@@ -208,6 +290,24 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
     if all_rows:
         log.warning("train.all_rows=true: the networks were trained on the validation rows, "
                     "so the validation accuracy (%.2f%%) is not held out", 100 * val_accuracy)
+    cv = None
+    if cv_folds:
+        def train_one(i, X_fit, y_fit, X_held, y_held):
+            with np.errstate(over="ignore", invalid="ignore"):
+                params, _ = fit(X_fit, y_fit, X_held, y_held, hidden=hidden, epochs=epochs,
+                                batch_size=batch_size, lr=lr, rms_decay=rms_decay, eps=eps,
+                                l2=l2, rng=np.random.default_rng([seed, 3, i]),
+                                schedule=lr_at, augment=augmenter if augmenter.active else None,
+                                input_dropout=input_dropout, max_norm=max_norm,
+                                keep_best=keep_best, patience=patience)
+            log.info("train: cross-validation, fold %d of %d trained", i + 1, cv_folds)
+            return params
+
+        cv = cross_validate(*labelled, cv_folds, np.random.default_rng([seed, 3]), train_one)
+        log.info("train: %d-fold cross-validation: %.2f%% +- %.2f (mean and standard deviation "
+                 "of the folds); %.2f%% over all %d rows (95%% interval %.2f-%.2f%%)", cv_folds,
+                 100 * cv["mean"], 100 * cv["std"], 100 * cv["accuracy"], cv["rows"],
+                 100 * cv["accuracy_ci95"]["low"], 100 * cv["accuracy_ci95"]["high"])
     kept = [best_epoch([r for r in history if r["member"] == k]) if keep_best
             else max(r["epoch"] for r in history if r["member"] == k) for k in range(members)]
     # Members are stacked on a leading axis: a model of K networks has the same keys.
@@ -222,5 +322,11 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
         "members": members,
         "epochs": max(kept),
         "member_epochs": kept,
-        "train_seconds": round(time.perf_counter() - started, 3),
+        **({"cv": cv} if cv else {}),
     })
+    artifacts.write_json(out["timing"], {
+        "train_seconds": round(time.perf_counter() - started, 3),
+        "epoch_seconds": [[round(r["seconds"], 6) for r in history if r["member"] == k]
+                          for k in range(members)],
+    })
+    checkpoint.remove(saved_at)

@@ -9,13 +9,13 @@ from conftest import ROOT, run_cli
 
 @pytest.fixture(scope="module")
 def sample_run(tmp_path_factory):
-    """Default params, no data/train.csv: the bundled sample. Returns (result, outputs)."""
+    """Default params, no data/train.csv: the bundled sample, whose outputs go to
+    <outputs>/sample. Returns (result, that folder)."""
     tmp = tmp_path_factory.mktemp("e2e")
-    out = tmp / "outputs"
     result = run_cli(f"--set=data.train={tmp}/absent/train.csv",
                      f"--set=data.test={tmp}/absent/test.csv",
-                     f"--set=data.sample={ROOT / 'data' / 'sample'}", f"--set=outputs={out}")
-    return result, out
+                     f"--set=data.sample={ROOT / 'data' / 'sample'}", f"--set=outputs={tmp / 'outputs'}")
+    return result, tmp / "outputs" / "sample"
 
 
 def test_runs_on_the_bundled_sample_and_says_so(sample_run):
@@ -24,7 +24,29 @@ def test_runs_on_the_bundled_sample_and_says_so(sample_run):
     assert "using the bundled sample" in result.stdout
     accuracy = re.search(r"validation accuracy: ([\d.]+)%", result.stdout)
     assert accuracy and float(accuracy.group(1)) > 90     # 4500 real digits suffice for 90%+
-    assert f"submission: {out / 'submission.csv'}" in result.stdout.splitlines()[-1]
+    closing = result.stdout.splitlines()[-4:]
+    assert re.fullmatch(r"validation accuracy: [\d.]+% \(95% interval [\d.]+-[\d.]+%, \d+ of 499 "
+                        r"wrong\)", closing[0])
+    assert closing[1:3] == [
+        f"submission: {out / 'submission.csv'} (the bundled sample: a demo, not for upload)",
+        f"report: {out / 'report' / 'index.html'} (open it in a browser)"]
+    assert closing[3].startswith("next: put Kaggle's train.csv and test.csv, or ")
+
+
+def test_a_sample_run_never_touches_outputs_made_from_real_data(tmp_path):
+    """The sample's outputs live in <outputs>/sample: a run that falls back to it
+    (after `--set data.train=...` was left off) leaves the real submission alone,
+    and `submit --kaggle` refuses to upload the demo."""
+    real = tmp_path / "outputs" / "submission.csv"
+    real.parent.mkdir()
+    real.write_text("ImageId,Label\n1,7\n")
+    args = [f"--set=data.train={tmp_path}/absent.csv", f"--set=data.test={tmp_path}/absent.csv",
+            f"--set=outputs={tmp_path / 'outputs'}", "--set=train.epochs=1"]
+    result = run_cli("submit", *args, "--kaggle", "demo")
+    assert result.returncode == 1 and real.read_text() == "ImageId,Label\n1,7\n"
+    assert result.stderr.startswith("error: not uploading: this submission was made from the "
+                                    "bundled sample")
+    assert (tmp_path / "outputs" / "sample" / "submission.csv").exists()
 
 
 def test_submission_is_in_kaggles_format(sample_run):
@@ -45,6 +67,7 @@ def test_same_seed_same_weights_and_submission(sample_run, tmp_path):
     args = [f"--set=data.train={tmp_path}/absent.csv", f"--set=data.test={tmp_path}/absent.csv",
             f"--set=data.sample={ROOT / 'data' / 'sample'}", f"--set=outputs={again}"]
     assert run_cli(*args).returncode == 0
+    again = again / "sample"
     assert (again / "train" / "model.npz").read_bytes() == (out / "train" / "model.npz").read_bytes()
     assert (again / "submission.csv").read_bytes() == (out / "submission.csv").read_bytes()
 

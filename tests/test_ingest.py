@@ -177,7 +177,7 @@ def test_a_bad_cell_in_an_index_column_file_counts_the_index_column(tmp_path):
 
 def test_bad_bytes(tmp_path):
     assert error(tmp_path, b"") .endswith("found an empty file")
-    assert "found a zip archive (unzip it first)" in error(tmp_path, b"PK\x03\x04rest")
+    assert "expected a zip archive, found a damaged one" in error(tmp_path, b"PK\x03\x04rest")
     damaged = gzip.compress("\n".join(TRAIN).encode())[:300]
     assert "expected a gzip file, found a damaged one" in error(tmp_path, damaged)
     assert "line 1: expected a UTF-8 text header row" in error(tmp_path, b"\xff\xfe" + b"x" * 9)
@@ -230,3 +230,43 @@ def test_older_numpy_is_refused_before_it_can_wrap_values(monkeypatch):
     monkeypatch.setattr(np, "__version__", "2.2.6")
     with pytest.raises(PipelineError, match="NumPy 2.2.6 would read a pixel of 256 as 0"):
         ingest.parse_digits(Path("train.csv"), "\n".join(TRAIN).encode(), labelled=True)
+
+
+def kaggle_zip(path: Path, members: dict[str, str]) -> Path:
+    import zipfile
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in members.items():
+            archive.writestr(name, text)
+    return path
+
+
+def test_the_competitions_zip_is_read_as_it_is(tmp_path):
+    train, test = sample_rows("train.csv.gz", 30), sample_rows("test.csv.gz", 20)
+    path = kaggle_zip(tmp_path / "digit-recognizer.zip", {
+        "sample_submission.csv": "ImageId,Label\n1,0\n", "test.csv": "\n".join(test) + "\n",
+        "train.csv": "\n".join(train) + "\n"})
+    images, labels = ingest.read_digits_csv(path, labelled=True)
+    assert images.shape == (30, 784) and labels[0] == int(train[1].split(",")[0])
+    assert ingest.read_digits_csv(path, labelled=False)[0].shape == (20, 784)
+    bad = kaggle_zip(tmp_path / "bad.zip", {"train.csv": "\n".join(train[:3] + ["1,2"]) + "\n"})
+    with pytest.raises(PipelineError, match=r"^\S+bad.zip \(train.csv\), line 4: expected 785"):
+        ingest.read_digits_csv(bad, labelled=True)
+    other = kaggle_zip(tmp_path / "other.zip", {"a.txt": "x", "b.txt": "y"})
+    with pytest.raises(PipelineError, match="expected a zip archive holding test.csv, found "
+                                            "a.txt, b.txt"):
+        ingest.read_digits_csv(other, labelled=False)
+
+
+def test_data_is_found_plain_gzipped_or_in_the_kaggle_zip(tmp_path):
+    data, sample = tmp_path / "data", str(ROOT / "data" / "sample")
+    data.mkdir()
+    train, test = str(data / "train.csv"), str(data / "test.csv")
+    assert ingest.resolve_data(train, test, sample)[2] is True          # nothing: the sample
+    kaggle_zip(data / "digit-recognizer.zip", {"train.csv": "", "test.csv": ""})
+    assert ingest.resolve_data(train, test, sample) == (
+        data / "digit-recognizer.zip", data / "digit-recognizer.zip", False)
+    (data / "train.csv.gz").write_bytes(b"")
+    assert ingest.resolve_data(train, test, sample)[0] == data / "train.csv.gz"
+    (data / "train.csv").write_text("")
+    assert ingest.resolve_data(train, test, sample)[:2] == (
+        data / "train.csv", data / "digit-recognizer.zip")

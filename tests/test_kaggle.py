@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli, sample_rows
-from pipeline import kaggle, submit
+from conftest import ROOT, run_cli, sample_rows, write_lines
+from pipeline import artifacts, kaggle, params as params_mod, runner, submit
 from pipeline.errors import PipelineError
 
 STAND_IN = """#!{python}
@@ -56,17 +56,29 @@ def calls(log: Path) -> list[list[str]]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-def labels_for_kaggle(outputs: Path, n=kaggle.TEST_ROWS) -> None:
-    """What predict would leave for a full test set: one label per test image."""
-    (outputs / "predict").mkdir(parents=True)
-    np.save(outputs / "predict" / "test_labels.npy", np.arange(n, dtype=np.int64) % 10)
+def labels_for_kaggle(tmp_path: Path, n=kaggle.TEST_ROWS) -> list[str]:
+    """A tiny run up to predict in tmp_path/out, whose test labels are then replaced by
+    what predict leaves for a full test set, one label per image, and vouched for by its
+    record (else the runner would predict again first). Returns that run's --set args."""
+    train = write_lines(tmp_path / "csv" / "train.csv", sample_rows("train.csv.gz", 200))
+    test = write_lines(tmp_path / "csv" / "test.csv", sample_rows("test.csv.gz", 30))
+    sets = [f"data.train={train}", f"data.test={test}", "data.sample=null",
+            f"outputs={tmp_path / 'out'}", "train.epochs=1"]
+    params = params_mod.load(ROOT / "params.yaml", sets)
+    runner.run(params, runner.select(["predict"], None))
+    labels = tmp_path / "out" / "predict" / "test_labels.npy"
+    np.save(labels, np.arange(n, dtype=np.int64) % 10)
+    record = runner.record_path(params, next(s for s in runner.STEPS if s.name == "predict"))
+    entry = json.loads(record.read_text())
+    entry["outs"]["test_labels"].update(artifacts.file_state(labels))
+    record.write_text(json.dumps(entry))
+    return [f"--set={s}" for s in sets]
 
 
 def test_submit_checks_then_uploads_with_the_message(tmp_path, kaggle_env):
     env, log, _ = kaggle_env
-    labels_for_kaggle(tmp_path / "out")
-    done = run_cli(f"--set=outputs={tmp_path / 'out'}", "submit", "--kaggle", "first try: 98%",
-                   env=env)
+    sets = labels_for_kaggle(tmp_path)
+    done = run_cli(*sets, "submit", "--kaggle", "first try: 98%", env=env)
     assert done.returncode == 0, done.stderr
     submission = tmp_path / "out" / "submission.csv"
     assert calls(log) == [["competitions", "submit", "-c", "digit-recognizer",
@@ -76,8 +88,8 @@ def test_submit_checks_then_uploads_with_the_message(tmp_path, kaggle_env):
 
 def test_a_sample_sized_submission_is_refused_before_any_upload(tmp_path, kaggle_env):
     env, log, _ = kaggle_env
-    labels_for_kaggle(tmp_path / "out", n=1000)
-    done = run_cli(f"--set=outputs={tmp_path / 'out'}", "submit", "--kaggle", "m", env=env)
+    sets = labels_for_kaggle(tmp_path, n=1000)
+    done = run_cli(*sets, "submit", "--kaggle", "m", env=env)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "submission.csv: expected 28000 rows" in done.stderr and "found 1000" in done.stderr
     assert calls(log) == []
@@ -94,8 +106,8 @@ def test_a_malformed_submission_is_refused(tmp_path, kaggle_env):
 
 def test_without_the_kaggle_command_it_prints_the_command(tmp_path, kaggle_env):
     env, _, _ = kaggle_env
-    labels_for_kaggle(tmp_path / "out")
-    done = run_cli(f"--set=outputs={tmp_path / 'out'}", "submit", "--kaggle", "it's mine",
+    sets = labels_for_kaggle(tmp_path)
+    done = run_cli(*sets, "submit", "--kaggle", "it's mine",
                    env={**env, "PATH": str(tmp_path / "nothing-here")})
     assert done.returncode == 1 and "Traceback" not in done.stderr
     submission = tmp_path / "out" / "submission.csv"
@@ -106,9 +118,8 @@ def test_without_the_kaggle_command_it_prints_the_command(tmp_path, kaggle_env):
 
 def test_a_failing_upload_says_so(tmp_path, kaggle_env):
     env, log, _ = kaggle_env
-    labels_for_kaggle(tmp_path / "out")
-    done = run_cli(f"--set=outputs={tmp_path / 'out'}", "submit", "--kaggle", "m",
-                   env={**env, "KAGGLE_FAIL": "1"})
+    sets = labels_for_kaggle(tmp_path)
+    done = run_cli(*sets, "submit", "--kaggle", "m", env={**env, "KAGGLE_FAIL": "1"})
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "401 - Unauthorized" in done.stderr and "failed (exit status 1)" in done.stderr
     assert len(calls(log)) == 1
@@ -226,7 +237,11 @@ def test_a_submission_behind_changed_params_is_not_uploaded(tmp_path, kaggle_env
     sets = [f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
             f"--set=outputs={tmp_path / 'out'}", "--set=train.epochs=1"]
     assert run_cli(*sets, env=env).returncode == 0
-    done = run_cli(*sets, "--set=train.epochs=2", "submit", "--kaggle", "m", env=env)
+    # `submit` alone refuses the stale model; after `ingest`, the upload check refuses.
+    alone = run_cli(*sets, "--set=train.epochs=2", "submit", "--single", "--kaggle", "m", env=env)
+    assert alone.returncode == 1 and alone.stderr.startswith(
+        "error: submit is built on train, which is stale: param train.epochs changed (1 -> 2)")
+    done = run_cli(*sets, "--set=train.epochs=2", "ingest", "--kaggle", "m", env=env)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "not uploading" in done.stderr and "param train.epochs changed (1 -> 2)" in done.stderr
     assert calls(log) == []

@@ -60,3 +60,22 @@ def test_summary_is_dvc_shaped_and_consistent(rng):
     assert summary["macro_f1"] == pytest.approx(np.mean(f1), abs=1e-5)
     assert [summary["per_class"][str(c)]["support"] for c in range(10)] == \
         np.bincount(y, minlength=10).tolist()
+
+
+def test_wilson_interval_by_hand():
+    # 90 of 100, z = 1.959964, z^2 = 3.841459: centre (0.9 + 0.0192073) / 1.0384146 = 0.885202,
+    # half 1.959964 / 1.0384146 * sqrt(0.0009 + 0.0000960) = 1.887457 * 0.0315600 = 0.059568.
+    low, high = metrics.wilson_interval(90, 100)
+    assert (low, high) == (pytest.approx(0.825634, abs=2e-6), pytest.approx(0.944771, abs=2e-6))
+    assert metrics.wilson_interval(0, 10)[0] == 0 and metrics.wilson_interval(10, 10)[1] <= 1
+    assert metrics.wilson_interval(10, 10)[0] == pytest.approx(0.722467, abs=2e-6)
+
+
+def test_summary_gives_the_interval_and_the_error_count():
+    y = np.arange(100) % 10
+    probs = np.eye(10, dtype=np.float32)[y]
+    probs[:10] = np.eye(10, dtype=np.float32)[(y[:10] + 1) % 10]      # 10 wrong
+    s = metrics.summary(probs, y)
+    assert s["val_errors"] == 10 and s["val_accuracy"] == 0.9
+    assert s["val_accuracy_ci95"] == {"low": pytest.approx(0.825634, abs=1e-6),
+                                      "high": pytest.approx(0.944771, abs=1e-6)}

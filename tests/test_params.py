@@ -1,4 +1,6 @@
 """Loading params.yaml: overrides, and a message naming file and line for each mistake."""
+import re
+
 import pytest
 
 from conftest import ROOT
@@ -151,3 +153,24 @@ def test_all_rows_with_epoch_choice_on_validation_is_refused_at_load(tmp_path, o
 def test_a_cosine_floor_above_the_rate_is_refused(tmp_path):
     assert "train.lr_min must be at most train.lr (0.002), found 0.01" in \
         failure(tmp_path, DEFAULTS, "train.lr_min=0.01")
+
+
+def test_a_local_file_overrides_the_params_file_and_set_overrides_both(tmp_path):
+    local = tmp_path / "params.local.yaml"
+    local.write_text("data:\n  train: /data/mnist/train.csv\ntrain:\n  epochs: 3\n")
+    p = params_mod.load(ROOT / "params.yaml", ["train.epochs=4"], local=local)
+    assert p["data.train"] == "/data/mnist/train.csv" and p["train.epochs"] == 4
+    assert p["data.test"] == params_mod.load(ROOT / "params.yaml")["data.test"]
+    assert params_mod.load(ROOT / "params.yaml", local=tmp_path / "absent.yaml") == \
+        params_mod.load(ROOT / "params.yaml")
+    local.write_text("train:\n  epoch: 3\n")
+    with pytest.raises(PipelineError, match=r"params.local.yaml, line 2: unknown key "
+                                            r"'train.epoch' \(did you mean 'train.epochs'\?\)"):
+        params_mod.load(ROOT / "params.yaml", local=local)
+
+
+def test_a_missing_params_file_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PipelineError, match=rf"params.yaml: params file not found in "
+                                            rf"{re.escape(str(tmp_path))} \(run from the "):
+        params_mod.load("params.yaml")

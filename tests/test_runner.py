@@ -1,15 +1,18 @@
 """Fingerprints: what reruns after a change, status, --force/--from, crash safety."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from conftest import ROOT, make_params, run_cli, sample_rows, write_lines
+from conftest import ROOT, make_params, run_cli, sample_rows, tree_state, write_lines
 from pipeline import artifacts, cli, runner
+from pipeline.errors import PipelineError
 from pipeline.stages import STEPS
 
 ALL = [s.name for s in STEPS]
@@ -17,10 +20,12 @@ ALL = [s.name for s in STEPS]
 
 @pytest.fixture
 def setup(tmp_path, tiny_csvs):
-    """(params, run): run(*overrides, stages=None, start=None, force=False) -> names that ran."""
-    def run(*overrides, stages=(), start=None, force=False):
+    """(csvs, run): run(*overrides, stages=(), start=None, force=False, single=False)
+    -> the names of the steps that ran."""
+    def run(*overrides, stages=(), start=None, force=False, single=False):
         params = make_params(tmp_path, *tiny_csvs, *overrides)
-        return runner.run(params, runner.select(list(stages), start), force=force)
+        return runner.run(params, runner.select(list(stages), start), force=force,
+                          single=single)
     return tiny_csvs, run
 
 
@@ -105,12 +110,92 @@ def test_force_and_from(setup):
     assert run(stages=["ingest"], force=True) == ["ingest:train", "ingest:test"]
 
 
-def test_running_on_stale_upstream_warns(setup, caplog):
+def test_a_stage_first_brings_what_it_needs_up_to_date(setup):
+    _, run = setup
+    assert run(stages=["train"]) == ["ingest:train", "preprocess:train", "train"]
+    assert run("preprocess.val_fraction=0.3", stages=["train"]) == ["preprocess:train", "train"]
+    # --force forces the named stage only; upstream runs when stale.
+    assert run("preprocess.val_fraction=0.3", stages=["train"], force=True) == ["train"]
+    assert run("preprocess.val_fraction=0.2", stages=["train"], force=True) == \
+        ["preprocess:train", "train"]
+
+
+def test_single_refuses_an_upstream_that_is_not_up_to_date(setup, tmp_path):
+    _, run = setup
+    with pytest.raises(PipelineError, match=r"^train is built on ingest:train, which has never "
+                                            r"run\. Run `python run.py train` without --single"):
+        run(stages=["train"], single=True)
+    assert not (tmp_path / "outputs" / "train").exists()
+    run()
+    before = tree_state(tmp_path / "outputs")
+    with pytest.raises(PipelineError, match=r"^train is built on preprocess:train, which is "
+                                            r"stale: param preprocess.val_fraction changed"):
+        run("preprocess.val_fraction=0.3", stages=["train"], single=True)
+    assert tree_state(tmp_path / "outputs") == before
+    assert run("preprocess.val_fraction=0.3", stages=["preprocess"], single=True) == \
+        ["preprocess:train"]
+    assert run("preprocess.val_fraction=0.3", stages=["train"], single=True) == ["train"]
+
+
+def test_a_half_renamed_upstream_is_rebuilt_before_it_is_read(setup, tmp_path):
+    # A SIGKILL between two renames of one step leaves new files beside old ones under
+    # the old record: here, other labels beside the same images.
     _, run = setup
     run()
-    with caplog.at_level("WARNING", logger="pipeline"):
-        run("preprocess.val_fraction=0.3", stages=["train"])
-    assert "preprocess:train" in caplog.text and "stale" in caplog.text
+    labels = tmp_path / "outputs" / "preprocess" / "train_y.npy"
+    kept = labels.read_bytes()
+    artifacts.save_array(labels, np.roll(np.load(labels), 1))
+    before = tree_state(tmp_path / "outputs")
+    with pytest.raises(PipelineError, match=rf"which is stale: output {labels} was modified\."):
+        run(stages=["train"], single=True)
+    assert tree_state(tmp_path / "outputs") == before
+    # The step is rebuilt whole; its bytes are those train was made from, so train stays.
+    assert run(stages=["train"]) == ["preprocess:train"]
+    assert labels.read_bytes() == kept
+
+
+def test_a_retrain_with_the_same_weights_stops_the_cascade(setup, tmp_path):
+    csvs, run = setup
+    run()
+    params = make_params(tmp_path, *csvs)
+    outputs = Path(params["outputs"])
+    model, timing = (outputs / "train" / "model.npz").read_bytes(), \
+        (outputs / "train" / "timing.json").read_bytes()
+    assert run(stages=["train"], force=True) == ["train"]
+    assert (outputs / "train" / "model.npz").read_bytes() == model        # deterministic
+    assert (outputs / "train" / "timing.json").read_bytes() != timing     # a new clock
+    assert set(states(params).values()) == {"up to date"}
+    assert run() == []
+
+
+def test_a_module_edited_during_a_run_reruns_its_steps_next_time(tmp_path, tiny_csvs):
+    # On a copy of the package, so that no one's working tree is edited.
+    shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    network = tmp_path / "pipeline" / "network.py"
+    args = [f"--params={ROOT / 'params.yaml'}", f"--set=data.train={tiny_csvs[0]}",
+            f"--set=data.test={tiny_csvs[1]}", "--set=data.sample=null",
+            f"--set=outputs={tmp_path / 'out'}", "--set=train.epochs=1"]
+
+    def main(*argv, edit=False):
+        """cli.main(ARGV) in a fresh process on the copy; `edit` changes network.py
+        after the modules are imported and before any step runs."""
+        change = f"p = pathlib.Path({str(network)!r}); p.write_text(p.read_text() + '# edited\\n'); "
+        script = (f"import pathlib, sys; from pipeline import cli; "
+                  f"assert cli.__file__.startswith({str(tmp_path)!r}), cli.__file__; "
+                  f"{change if edit else ''}sys.exit(cli.main({[*argv, *args]!r}))")
+        done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    first = main(edit=True)
+    assert "train: pipeline/network.py changed while this run was going" in first
+    status = dict(line.split(None, 1) for line in main("status").splitlines())
+    assert status["train"].startswith("stale: code changed")
+    assert status["ingest:train"] == "up to date"
+    assert "train: running (stale: code changed)" in main()
+    assert "stale" not in main("status")
 
 
 def test_unknown_stage_is_refused():
@@ -131,6 +216,10 @@ def test_cli_status_and_skip(tmp_path, tiny_csvs):
     again = run_cli("train", *args)
     assert "train: up to date, skipped" in again.stdout
     assert again.returncode == 0
+    refused = run_cli("train", "--single", "--set=preprocess.val_fraction=0.3", *args)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert refused.stderr.startswith("error: train is built on preprocess:train, which is stale")
+    assert "like dvc repro --single-item" in " ".join(run_cli("--help").stdout.split())
 
 
 def _kill_when(args, marker, delay):
@@ -205,13 +294,14 @@ def test_ctrl_c_exits_cleanly_and_keeps_outputs(tmp_path, clean_run):
     assert not (out / "train" / "model.npz").exists()
 
 
-def test_a_stale_step_several_steps_upstream_warns(setup, caplog):
+def test_a_stale_step_several_steps_upstream(setup):
     _, run = setup
     run()
-    with caplog.at_level("WARNING", logger="pipeline"):
-        assert run("train.epochs=3", stages=["submit"]) == []
-    assert "submit is built on the outputs of train, which is stale: param train.epochs" \
-        in caplog.text
+    with pytest.raises(PipelineError, match="submit is built on train, which is stale: param "
+                                            "train.epochs changed"):
+        run("train.epochs=3", stages=["submit"], single=True)
+    ran = run("train.epochs=3", stages=["submit"])
+    assert ran[:2] == ["train", "predict"] and "report" not in ran
 
 
 def test_closing_lines_flag_results_a_partial_run_left_behind(tmp_path, tiny_csvs):
@@ -239,12 +329,17 @@ def test_all_rows_marks_the_accuracy_as_not_held_out(tmp_path, tiny_csvs):
     closing = next(line for line in result.stdout.splitlines()
                    if line.startswith("validation accuracy"))
     assert "not held out" in closing
-    # Predict again with all_rows back to false: the model still trained on those rows.
-    again = run_cli(f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
-                    f"--set=outputs={out}", "--set=train.epochs=1", "predict", "--force")
+    # With all_rows back to false the model is stale: predict alone refuses it, and
+    # predict with what it needs retrains first, so its scores are held out again.
+    back = [f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
+            f"--set=outputs={out}", "--set=train.epochs=1", "predict"]
+    refused = run_cli(*back, "--single")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: predict is built on train, which is stale")
+    again = run_cli(*back)
     assert again.returncode == 0, again.stderr
-    assert artifacts.load_json(out / "metrics.json")["val_held_out"] is False
-    assert "not held out" in again.stdout
+    assert artifacts.load_json(out / "metrics.json")["val_held_out"] is True
+    assert "not held out" not in again.stdout
 
 
 @pytest.mark.parametrize("error, shown", [

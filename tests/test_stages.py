@@ -87,9 +87,9 @@ def test_submission_check_rejects_a_bad_file(tmp_path):
         submit.check_submission(path, 3)
 
 
-def test_a_stage_without_its_inputs_names_the_stage_to_run(params):
-    with pytest.raises(PipelineError, match=r"run `python run.py preprocess` first"):
-        runner.run(params, [s for s in STEPS if s.name == "train"])
+def test_a_stage_alone_without_its_inputs_names_the_command_to_run(params):
+    with pytest.raises(PipelineError, match=r"Run `python run.py train` without --single"):
+        runner.run(params, [s for s in STEPS if s.name == "train"], single=True)
 
 
 def test_another_seed_gives_other_weights(tmp_path, tiny_csvs):

@@ -1,12 +1,17 @@
 """Training options on tiny data: schedule, augmentation, keep-best, early stopping,
 dropout, max-norm, ensembles and training on all labelled rows."""
+import copy
 import logging
+import re
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, sample_rows
-from pipeline import artifacts, model, network, params as params_mod, train
+from conftest import ROOT, run_cli, sample_rows, write_lines
+from pipeline import artifacts, model, network, optim, params as params_mod, train
 from pipeline.augment import Augmenter
 from pipeline.errors import PipelineError
 from pipeline.schedule import Schedule
@@ -119,9 +124,9 @@ def run_stage(tmp_path, digits, *overrides, **raw):
         inputs[name] = tmp_path / "preprocess" / f"{name}.npy"
         artifacts.save_array(inputs[name], array)
     out = {name: tmp_path / "train" / name for name in ("model.npz", "history.csv",
-                                                        "metrics.json")}
+                                                        "metrics.json", "timing.json")}
     train.run(inputs, {"model": out["model.npz"], "history": out["history.csv"],
-                       "metrics": out["metrics.json"]}, seed=0,
+                       "metrics": out["metrics.json"], "timing": out["timing.json"]}, seed=0,
               **{**stage_params(*overrides), **raw})
     return (artifacts.load_arrays(out["model.npz"]), out["history.csv"].read_text(),
             artifacts.load_json(out["metrics.json"]))
@@ -142,6 +147,11 @@ def test_ensemble_probabilities_are_the_mean_of_its_members(tmp_path, digits):
     lines = history.splitlines()
     assert lines[0].split(",") == list(train.HISTORY_COLUMNS)
     assert [line.split(",")[-1] for line in lines[1:]] == ["0", "0", "1", "1", "2", "2"]
+    # Wall-clock times only in timing.json, which no later step reads.
+    assert "seconds" not in lines[0] and not any("seconds" in k for k in metrics)
+    timing = artifacts.load_json(tmp_path / "three" / "train" / "timing.json")
+    assert [len(member) for member in timing["epoch_seconds"]] == [2, 2, 2]
+    assert timing["train_seconds"] >= sum(map(sum, timing["epoch_seconds"])) - 1e-3
     # Member 0 does not depend on the size of the ensemble.
     single, _, _ = run_stage(tmp_path / "one", digits, "train.members=1")
     assert all(np.array_equal(single[k][0], saved[k][0]) for k in network.PARAM_NAMES)
@@ -176,3 +186,138 @@ def test_params_best_is_complete_and_differs_only_in_train():
     changed = {k for k in default if best[k] != default[k]}
     assert changed and all(k.startswith("train.") for k in changed)
     assert best["train.members"] > 1 and best["train.elastic_alpha"] > 0
+
+
+def test_training_leaves_no_subnormal_weight_or_state(monkeypatch, tmp_path):
+    """Weights of pixels blank in every image sink below float32's normal range
+    (Intel CPUs then slow down a hundredfold); RMSprop must flush them, during
+    training and before anything is saved. The same run without the flush shows
+    that this data does produce them, so the check can fail."""
+    rows = np.array([line.split(",") for line in sample_rows("train.csv.gz", 1000)[1:]], int)
+    X, y = (rows[:, 1:] / 255).astype(np.float32), rows[:, 0]
+    seen = []                                   # after each step: subnormal counts
+
+    class Watched(train.RMSprop):
+        def __init__(self, params, **kw):
+            super().__init__(params, **kw)
+            self.params = params
+            seen.append(self)
+
+        def step(self, params, grads):
+            super().step(params, grads)
+            self.counts = getattr(self, "counts", []) + [
+                (optim.count_subnormal(params), optim.count_subnormal(self.mean_sq))]
+
+    monkeypatch.setattr(train, "RMSprop", Watched)
+    settings = dict(hidden=64, epochs=4, batch_size=32, lr=2e-3, rms_decay=0.9, eps=1e-8,
+                    l2=1e-5)
+
+    monkeypatch.setattr(Watched, "flush", lambda self, params: None)
+    train.fit(X[:900], y[:900], X[900:], y[900:], rng=np.random.default_rng(0), **settings)
+    unflushed = seen.pop()
+    assert sum(unflushed.counts[-1]) > 100, "the control run made no subnormal values"
+
+    monkeypatch.undo()
+    monkeypatch.setattr(train, "RMSprop", Watched)
+    params, _ = train.fit(X[:900], y[:900], X[900:], y[900:], rng=np.random.default_rng(0),
+                          **settings)
+    opt = seen.pop()
+    # Between flushes a value may be subnormal for at most FLUSH_EVERY steps.
+    assert all(c == (0, 0) for c in opt.counts[optim.FLUSH_EVERY - 1::optim.FLUSH_EVERY])
+    assert optim.count_subnormal(opt.params) == optim.count_subnormal(opt.mean_sq) == 0
+    assert all(optim.count_subnormal(p) == 0 for p in params.values())
+
+
+def test_fit_resumed_from_any_epoch_ends_as_if_never_stopped(digits):
+    """Progress saved after epoch 2 of 4 and handed to a fresh fit gives the same
+    weights and history, bit for bit: the rng, RMSprop's state and step count, the
+    best epoch and the history all come back (augmentation and dropout draw from
+    the rng, keep_best keeps a copy)."""
+    options = dict(epochs=4, augment=Augmenter(28, shift=1, rotate=5), input_dropout=0.1,
+                   keep_best=True, patience=3)
+    saved = []
+
+    def keep(now):
+        saved.append(copy.deepcopy(now))
+
+    whole, history = fit(digits, on_progress=keep, **options)
+    assert [p.epoch for p in saved] == [1, 2, 3, 4]
+    again, rest = fit(digits, seed=99, resume=saved[1], **options)     # the seed is restored
+    assert same(whole, again)
+    assert [r["loss"] for r in rest] == [r["loss"] for r in history]
+    finished, _ = fit(digits, resume=saved[-1], **options)           # nothing left to train
+    assert same(whole, finished)
+
+
+def test_a_killed_training_resumes_from_its_last_epoch(tmp_path):
+    """SIGKILL in epoch 3 or 4 of 8: the next run goes on from the checkpoint, and
+    ends with the model and submission of a run never stopped; the checkpoint is
+    then gone."""
+    train_csv = write_lines(tmp_path / "train.csv", sample_rows("train.csv.gz", 400))
+    test_csv = write_lines(tmp_path / "test.csv", sample_rows("test.csv.gz", 60))
+    base = ["submit", f"--set=data.train={train_csv}", f"--set=data.test={test_csv}",
+            "--set=data.sample=null", "--set=train.epochs=8", "--set=train.members=2"]
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    assert run_cli(*base, f"--set=outputs={clean}").returncode == 0
+    proc = subprocess.Popen([sys.executable, "-u", str(ROOT / "run.py"), *base,
+                             f"--set=outputs={killed}"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    for line in proc.stdout:
+        if "epoch 3/8" in line and "member 2/2" in line:
+            proc.send_signal(signal.SIGKILL)        # epoch 2's checkpoint, maybe 3's, is saved
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert (killed / "train" / "checkpoint.npz").exists()
+    resumed = run_cli(*base, f"--set=outputs={killed}")
+    assert re.search(r"resuming from the checkpoint after epoch [23] of member 2", resumed.stdout)
+    for name in ("train/model.npz", "train/history.csv", "submission.csv"):
+        assert (killed / name).read_bytes() == (clean / name).read_bytes(), name
+    assert not (killed / "train" / "checkpoint.npz").exists()
+
+
+@pytest.mark.parametrize("k", [2, 3, 7])
+def test_stratified_folds_hold_every_row_once_and_each_class_evenly(k):
+    labels = np.random.default_rng(0).integers(0, 10, 503)
+    fold = train.stratified_folds(labels, k, np.random.default_rng(1))
+    assert fold.shape == labels.shape and set(fold) == set(range(k))   # one fold per row
+    for cls in range(10):
+        counts = np.bincount(fold[labels == cls], minlength=k)
+        assert counts.max() - counts.min() <= 1
+    sizes = np.bincount(fold)
+    assert sizes.max() - sizes.min() <= 1
+
+
+def test_cross_validation_scores_each_row_once_on_a_network_that_never_saw_it(digits):
+    X, y = np.concatenate(digits[::2]), np.concatenate(digits[1::2])
+    seen = []
+
+    def train_one(i, X_fit, y_fit, X_held, y_held):
+        seen.append((i, len(X_fit), len(X_held)))
+        held = {r.tobytes() for r in X_held}
+        assert not any(r.tobytes() in held for r in X_fit)
+        return fit((X_fit, y_fit, X_held, y_held), epochs=2)[0]
+
+    cv = train.cross_validate(X, y, 3, np.random.default_rng(0), train_one)
+    assert [i for i, _, _ in seen] == [0, 1, 2]
+    assert sum(n_held for _, _, n_held in seen) == len(y) == cv["rows"] == 300
+    assert cv["mean"] == pytest.approx(np.mean(cv["fold_accuracy"]), abs=1e-6)
+    assert cv["accuracy_ci95"]["low"] < cv["accuracy"] < cv["accuracy_ci95"]["high"]
+
+
+def test_the_stage_adds_cross_validation_to_its_metrics_and_keeps_its_model(tmp_path, digits):
+    plain, _, _ = run_stage(tmp_path / "plain", digits)
+    saved, _, scores = run_stage(tmp_path / "cv", digits, "train.cv_folds=3")
+    assert all(np.array_equal(plain[k], saved[k]) for k in network.PARAM_NAMES)
+    assert scores["cv"]["folds"] == 3 and len(scores["cv"]["fold_accuracy"]) == 3
+    assert scores["cv"]["rows"] == len(digits[1]) + len(digits[3])
+
+
+def test_a_batch_larger_than_the_training_rows_is_named(tmp_path, digits, caplog):
+    logger = logging.getLogger("pipeline")
+    logger.addHandler(caplog.handler)          # the CLI may have stopped propagation
+    try:
+        run_stage(tmp_path / "big", digits, "train.batch_size=500", "train.epochs=1")
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "train.batch_size=500 is more than the 240 training rows" in caplog.text
