@@ -2,7 +2,8 @@
 
 Figures are drawn with matplotlib's Agg canvas (no display, no pyplot state).
 Tiles of digits and of weights are laid out as one mosaic image per figure,
-which keeps the stage to a few seconds on the full data.
+which keeps the stage to a few seconds on the full data. The page also carries
+the "Draw a digit" panel (pipeline/page.py), which runs the network in the browser.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import artifacts, metrics as metrics_mod, model
+from pipeline import artifacts, metrics as metrics_mod, model, page as page_mod
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -228,10 +229,11 @@ def save_png(fig, path: Path) -> None:
 
 
 def index_html(scores: dict, history: dict[str, np.ndarray], figures: dict[str, str],
-               held_out: bool = True) -> str:
-    """The report page: headline metrics, per-class scores, then every figure.
-    `figures` maps a PNG's file name to its heading; `held_out` is False when the
-    networks were trained on the validation rows too."""
+               held_out: bool = True, panel: str = "") -> str:
+    """The report page: headline metrics, the `panel` (page.panel's HTML, if any),
+    per-class scores, then every figure. `figures` maps a PNG's file name to its
+    heading; `held_out` is False when the networks were trained on the validation
+    rows too."""
     esc = html.escape
     epochs = int(history["epoch"].max())
     headline = [("validation accuracy", f"{100 * scores['val_accuracy']:.2f}%"),
@@ -253,6 +255,7 @@ def index_html(scores: dict, history: dict[str, np.ndarray], figures: dict[str, 
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Digit Recognizer: report</title>
 <style>
 body {{ font-family: sans-serif; max-width: 1000px; margin: 2em auto; padding: 0 1em; }}
@@ -260,13 +263,13 @@ table {{ border-collapse: collapse; margin: 1em 0; }}
 th, td {{ border: 1px solid #ccc; padding: 0.25em 0.7em; text-align: right; }}
 th {{ background: #f3f3f3; text-align: left; }}
 img {{ max-width: 100%; border: 1px solid #eee; }}
-</style>
+{page_mod.STYLE if panel else ""}</style>
 </head>
 <body>
 <h1>Digit Recognizer: what the network learned</h1>
 <p>{source}</p>
 <table>{rows}</table>
-<h2>Per class (validation)</h2>
+{panel}<h2>Per class (validation)</h2>
 <table>
 <tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>images</th></tr>
 {per_class}
@@ -304,6 +307,8 @@ def run(inputs: dict, out: dict) -> None:
     for name, fig in drawn.items():
         save_png(fig, out[name])
     held_out = artifacts.load_json(inputs["train_metrics"], "train").get("val_held_out", True)
-    page = index_html(scores, history, {out[n].name: FIGURES[n] for n in FIGURES}, held_out)
+    panel = page_mod.panel(nets[page_mod.MEMBER], len(nets))
+    page = index_html(scores, history, {out[n].name: FIGURES[n] for n in FIGURES}, held_out,
+                      panel)
     artifacts.write_text(out["index"], page)
     log.info("report: %s", out["index"])

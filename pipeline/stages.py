@@ -114,7 +114,8 @@ STEPS: tuple[Step, ...] = (
          outs=lambda p: {"submission": submission_path(p)},
          run=lambda p, d, o: submit.run(d["test_labels"], o["submission"])),
     # Last, so that a failure drawing figures never holds back the submission.
-    Step("report", "report", (), code("report", "metrics", "model", "network"),
+    Step("report", "report", (), code("report", "metrics", "model", "network", "page", "image",
+                                      "preprocess"),
          deps=lambda p: {"history": _train(p)["history"], "model": _train(p)["model"],
                          "train_metrics": _train(p)["metrics"],
                          "val_x": _pre_train(p)["val_x"], "val_y": _pre_train(p)["val_y"],

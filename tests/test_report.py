@@ -35,6 +35,8 @@ def test_report_runs_last_and_writes_every_figure_and_the_page(built):
     scores = artifacts.load_json(metrics_path(params))
     assert f"{100 * scores['val_accuracy']:.2f}%" in page
     assert page.count("<tr><td>") == 10                       # one row per class
+    # The "Draw a digit" panel (tests/test_page.py tries it in a browser), with its code.
+    assert page.count('id="digit-canvas"') == 1 and "window.digits = {" in page
 
 
 def test_a_second_run_skips_the_report(built):
