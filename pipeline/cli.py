@@ -53,9 +53,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--kaggle", metavar="MESSAGE",
                         help="after the run, upload submission.csv to the Kaggle competition "
                         "with this message (needs the kaggle command)")
+    parser.add_argument("--show", action="store_true",
+                        help="predict-image: also save the 28x28 images the network received, "
+                             "as one picture in the outputs folder")
     parser.add_argument("--quiet", action="store_true", help="print only warnings and errors")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)    # options may follow the paths, or precede them
 
 
 class _Format(logging.Formatter):
@@ -151,20 +154,32 @@ def upload_if_current(params: dict, message: str, sample: bool) -> None:
     kaggle.upload(stages.submission_path(params), message)
 
 
-def predict_images(params: dict, paths: list[str]) -> int:
-    """`predict-image PATH...`: print each image's three likeliest digits."""
+def predict_images(params: dict, paths: list[str], show: bool) -> int:
+    """`predict-image PATH...`: name the model, then print each image's three
+    likeliest digits; with `show`, save the images as the network received them."""
     from pipeline import image     # Pillow is loaded only for this command
     if not paths:
         raise PipelineError("predict-image: expected one or more image paths (PNG or JPEG)")
     model = stages.artifact(params, "train", "model.npz")
+    nets = image.load_model(model)
+    scores = stages.artifact(params, "train", "metrics.json")
+    accuracy = artifacts.load_json(scores).get("val_accuracy") if scores.exists() else None
+    print(f"model: {model} ({len(nets)} network{'s' if len(nets) > 1 else ''}"
+          + (f", validation accuracy {100 * accuracy:.2f}%)" if accuracy else ")"), flush=True)
+    prepared = image.prepare_files([Path(p) for p in paths])
     failed = False
-    for path, top in zip(paths, image.classify(model, [Path(p) for p in paths],
-                                               params["predict.batch_size"])):
+    for path, top in zip(paths, image.top_classes(nets, prepared, params["predict.batch_size"])):
         if isinstance(top, PipelineError):
             print(f"error: {top}", file=sys.stderr, flush=True)
             failed = True
         else:
             print(image.describe(path, top), flush=True)
+    seen = [p for p in prepared if not isinstance(p, PipelineError)]
+    if show and seen:
+        where = Path(params["outputs"]) / "predict-image.png"
+        with artifacts.atomic_path(where) as tmp:
+            image.sheet(seen).save(tmp, format="PNG")
+        print(f"shown: {where} (what the network received, in the order above)", flush=True)
     return 1 if failed else 0
 
 
@@ -184,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.start and args.targets:
             raise PipelineError(f"give stage names or --from {args.start}, not both")
         if args.targets[:1] == ["predict-image"]:
-            return predict_images(params, args.targets[1:])
+            return predict_images(params, args.targets[1:], args.show)
         steps = runner.select(args.targets, args.start)
         planned = runner.plan(params, steps, args.single)
         if any(s.stage == "ingest" for s in planned):

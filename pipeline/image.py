@@ -23,6 +23,7 @@ NOISE_FLOOR = 0.15     # ink fainter than this, relative to the darkest stroke, 
 NOISE_SIGMAS = 4.0     # and so is ink within this many of the paper's standard deviations
 STROKE = 2.0           # MNIST's median stroke width in the 20x20 box, in pixels (ink > 0.5)
 COARSE = 64            # pixels a side of the copy the paper's brightness is estimated on
+UNSURE = 0.8           # an answer less likely than this is marked unsure
 
 
 def read_grey(path: Path) -> np.ndarray:
@@ -182,22 +183,33 @@ def prepare(grey: np.ndarray, where: str = "image") -> np.ndarray:
     return preprocess.scale(pixels)[0]                               # (784,)
 
 
-def classify(model_path: Path, paths: list[Path], batch_size: int = 4096,
-             k: int = 3) -> list[list[tuple[int, float]] | PipelineError]:
-    """The `k` likeliest (class, probability) pairs for each image in `paths`, or,
-    for an image that cannot be read or holds no digit, the error that says why:
+def prepare_files(paths: list[Path]) -> list[np.ndarray | PipelineError]:
+    """Each image file prepared (784,), or the error that says why it cannot be:
     one bad file does not hold back the others."""
+    prepared: list = []
+    for path in paths:
+        try:
+            prepared.append(prepare(read_grey(path), str(path)))    # (784,)
+        except PipelineError as exc:
+            prepared.append(exc)
+    return prepared
+
+
+def load_model(model_path: Path) -> list[dict]:
+    """The saved networks, checked to take 28x28 images."""
     nets = model.load(model_path)
     n_in = nets[0]["W1"].shape[0]
     if n_in != SIDE * SIDE:
         raise PipelineError(f"{model_path} expects {n_in} inputs, not {SIDE * SIDE} "
                             "(28x28 images): retrain with `python run.py --force`")
-    results: list = []
-    for path in paths:
-        try:
-            results.append(prepare(read_grey(path), str(path)))     # (784,)
-        except PipelineError as exc:
-            results.append(exc)
+    return nets
+
+
+def top_classes(nets: list[dict], prepared: list[np.ndarray | PipelineError],
+                batch_size: int = 4096, k: int = 3) -> list[list[tuple[int, float]] | PipelineError]:
+    """The `k` likeliest (class, probability) pairs for each prepared image; errors
+    are passed through."""
+    results = list(prepared)
     good = [i for i, r in enumerate(results) if not isinstance(r, PipelineError)]
     if good:
         probs = model.ensemble_proba(nets, np.stack([results[i] for i in good]),
@@ -208,7 +220,27 @@ def classify(model_path: Path, paths: list[Path], batch_size: int = 4096,
     return results
 
 
+def classify(model_path: Path, paths: list[Path], batch_size: int = 4096,
+             k: int = 3) -> list[list[tuple[int, float]] | PipelineError]:
+    """The `k` likeliest (class, probability) pairs for each image in `paths`, or,
+    for an image that cannot be read or holds no digit, the error that says why."""
+    return top_classes(load_model(model_path), prepare_files(paths), batch_size, k)
+
+
+def sheet(prepared: list[np.ndarray], zoom: int = 6, gap: int = 4) -> Image.Image:
+    """The images as the network received them (each (784,) in [0, 1]), enlarged
+    `zoom` times, side by side in one picture: white ink on black, as MNIST's."""
+    tile = SIDE * zoom
+    out = Image.new("L", (len(prepared) * (tile + gap) - gap, tile), 64)
+    for i, pixels in enumerate(prepared):
+        digit = Image.fromarray(np.round(pixels.reshape(SIDE, SIDE) * 255).astype(np.uint8))
+        out.paste(digit.resize((tile, tile), Image.Resampling.NEAREST), (i * (tile + gap), 0))
+    return out
+
+
 def describe(path: Path, top: list[tuple[int, float]]) -> str:
     """One output line: the path, then each class with its probability, rounded
-    down so that 99.97% does not read as a certain 100.0%."""
-    return f"{path}: " + "  ".join(f"{c} ({np.floor(1000 * p) / 10:.1f}%)" for c, p in top)
+    down so that 99.97% does not read as a certain 100.0%; "unsure" when the
+    likeliest class has less than UNSURE."""
+    line = f"{path}: " + "  ".join(f"{c} ({np.floor(1000 * p) / 10:.1f}%)" for c, p in top)
+    return line + ("  unsure" if top[0][1] < UNSURE else "")

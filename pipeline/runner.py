@@ -12,6 +12,7 @@ refuses to build on an upstream step that is not up to date.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import json
@@ -215,9 +216,11 @@ def select(stages: list[str], start: str | None) -> list[Step]:
             raise PipelineError(f"'{name}' is a command of its own: `python run.py "
                                 f"{COMMANDS[name]}`, first and without stage names or --from")
         if name not in names:
+            close = difflib.get_close_matches(name, names + list(COMMANDS), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise PipelineError(
-                f"unknown stage '{name}': expected one of {', '.join(STAGES)}, a step such "
-                f"as {STEPS[0].name}, or the commands status and predict-image")
+                f"unknown stage '{name}'{hint}: expected one of {', '.join(STAGES)}, a step "
+                f"such as {STEPS[0].name}, or the commands status and predict-image")
     if start:
         first = next(i for i, s in enumerate(STEPS) if start in (s.stage, s.name))
         return list(STEPS[first:])

@@ -132,10 +132,14 @@ def test_a_bad_file_does_not_hold_back_the_others(tmp_path, rng):
     assert [results[0], results[3]] == alone and len(alone[0]) == 3
     (tmp_path / "out" / "train").mkdir(parents=True)
     saved.rename(tmp_path / "out" / "train" / "model.npz")
-    done = run_cli(f"--set=outputs={tmp_path / 'out'}", "predict-image", str(good[0]),
-                   str(tmp_path / "blank.png"))
+    done = run_cli(f"--set=outputs={tmp_path / 'out'}", "--set=data.sample=null",
+                   "predict-image", str(good[0]), str(tmp_path / "blank.png"))
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stdout.startswith(f"{good[0]}: ") and len(done.stdout.splitlines()) == 1
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"model: {tmp_path / 'out' / 'train' / 'model.npz'} (1 network)"
+    # An untrained network spreads its bets: below 80% the answer is marked.
+    assert lines[1].startswith(f"{good[0]}: ") and lines[1].endswith("  unsure")
+    assert len(lines) == 2
     assert done.stderr.splitlines() == [f"error: {tmp_path / 'blank.png'}: found no digit "
                                         "(the image is one flat shade)"]
 
@@ -155,18 +159,29 @@ def test_predict_image_command_agrees_with_the_model_on_the_original(tmp_path, t
     paths = [render(digits[i], tmp_path / f"d{i}.png", scale=4, invert=True, pad=(9, 30, 0, 17))
              for i in sure[:2]]
     paths += [render(digits[i], tmp_path / f"d{i}.jpg", scale=2, mode="RGB") for i in sure[2:]]
-    done = run_cli(*sets, "predict-image", *map(str, paths))
+    done = run_cli(*sets, "predict-image", "--show", *map(str, paths))
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    model_line, *lines, shown = done.stdout.splitlines()
+    assert re.fullmatch(r"model: .+model\.npz \(1 network, validation accuracy [\d.]+%\)",
+                        model_line)
     assert len(lines) == 4
     for i, path, line in zip(sure, paths, lines):
         match = re.fullmatch(re.escape(str(path)) + r": (\d) \(([\d.]+)%\)  (\d) \(([\d.]+)%\)"
-                             r"  (\d) \(([\d.]+)%\)", line)
+                             r"  (\d) \(([\d.]+)%\)(  unsure)?", line)
         assert match, line
-        classes = [int(g) for g in match.groups()[::2]]
-        shares = [float(g) for g in match.groups()[1::2]]
+        classes = [int(g) for g in match.groups()[:6:2]]
+        shares = [float(g) for g in match.groups()[1:6:2]]
         assert classes[0] == probs[i].argmax() and len(set(classes)) == 3
         assert shares == sorted(shares, reverse=True) and sum(shares) <= 100.05
+        assert (match.group(7) is not None) == (shares[0] < 80)
+    # --show: the four 28x28 images the network received, side by side.
+    sheet = tmp_path / "outputs" / "predict-image.png"
+    assert shown == f"shown: {sheet} (what the network received, in the order above)"
+    with Image.open(sheet) as picture:
+        assert picture.size == (4 * 28 * 6 + 3 * 4, 28 * 6)
+        first = np.asarray(picture)[::6, :28 * 6:6] / 255.0              # (28, 28)
+    expected = image.prepare(image.read_grey(paths[0]))
+    np.testing.assert_allclose(first.ravel(), expected, atol=1 / 255 + 1e-6)
 
 
 def test_predict_image_without_a_model_says_what_to_run(tmp_path):

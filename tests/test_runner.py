@@ -199,8 +199,11 @@ def test_a_module_edited_during_a_run_reruns_its_steps_next_time(tmp_path, tiny_
 
 
 def test_unknown_stage_is_refused():
-    with pytest.raises(runner.PipelineError, match="unknown stage 'trian'"):
+    with pytest.raises(runner.PipelineError, match=r"unknown stage 'trian' \(did you mean "
+                                                   r"'train'\?\): expected one of"):
         runner.select(["trian"], None)
+    with pytest.raises(runner.PipelineError, match="unknown stage 'xyz': expected one of"):
+        runner.select(["xyz"], None)
     with pytest.raises(runner.PipelineError, match="'status' is a command of its own"):
         runner.select(["train", "status"], None)
     with pytest.raises(runner.PipelineError, match="`python run.py predict-image PATH...`"):
