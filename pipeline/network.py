@@ -84,24 +84,53 @@ def l2_penalty(params: dict, l2: float) -> float:
     return 0.5 * l2 * float(np.vdot(params["W1"], params["W1"]) + np.vdot(params["W2"], params["W2"]))
 
 
-def loss(params: dict, X: np.ndarray, y: np.ndarray, l2: float) -> float:
-    """The training objective on a batch: mean cross-entropy + L2 penalty."""
+def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(z / T) (N, C) from probs = softmax(z): it is proportional to
+    probs ** (1 / T). A new array."""
+    soft = np.power(probs, np.float32(1.0 / temperature))
+    soft /= soft.sum(axis=1, keepdims=True)
+    return soft
+
+
+def loss(params: dict, X: np.ndarray, y: np.ndarray, l2: float,
+         targets: np.ndarray | None = None, temperature: float = 1.0,
+         weight: float = 0.0) -> float:
+    """The training objective on a batch: mean cross-entropy + L2 penalty. With
+    soft `targets` (N, 10), distillation (Hinton, Vinyals and Dean, 2015): the
+    cross-entropy with the labels weighs 1 - weight, and that of the softened
+    outputs softmax(z / T) with the targets weighs weight * T**2."""
     probs, _ = forward(params, X)
-    return cross_entropy(probs, y) + l2_penalty(params, l2)
+    hard = cross_entropy(probs, y)
+    if targets is None:
+        return hard + l2_penalty(params, l2)
+    soft = -float((targets * np.log(soften(probs, temperature))).sum(axis=1).mean())
+    return (1 - weight) * hard + weight * temperature ** 2 * soft + l2_penalty(params, l2)
 
 
 def backward(params: dict, X: np.ndarray, h: np.ndarray, probs: np.ndarray, y: np.ndarray,
-             l2: float, grads: dict | None = None) -> dict[str, np.ndarray]:
+             l2: float, grads: dict | None = None, targets: np.ndarray | None = None,
+             temperature: float = 1.0, weight: float = 0.0) -> dict[str, np.ndarray]:
     """Gradients of `loss` with respect to each parameter, for the batch that
-    `forward` turned into (probs, h). `probs` is overwritten. Pass last step's
-    `grads` to reuse its buffers."""
+    `forward` turned into (probs, h), and the same distillation options. `probs`
+    is overwritten. Pass last step's `grads` to reuse its buffers."""
     if grads is None:
         grads = {k: np.empty_like(v) for k, v in params.items()}
     n = len(y)
+    soft = None
+    if targets is not None:
+        # The softened term's gradient with respect to the logits is
+        # T**2 * (softmax(z / T) - targets) / T; the T**2 keeps it as strong as the
+        # labels' term whatever the temperature.
+        soft = soften(probs, temperature)
+        soft -= targets
+        soft *= np.float32(weight * temperature)
     # Softmax followed by cross-entropy has the gradient probs - onehot(y) with
     # respect to the logits: the exp in softmax cancels the log in the loss.
     dz = probs                                     # (N, 10)
     dz[np.arange(n), y] -= 1.0
+    if soft is not None:
+        dz *= np.float32(1 - weight)
+        dz += soft
     dz *= np.float32(1.0 / n)                      # the loss is a mean over the batch
     np.matmul(h.T, dz, out=grads["W2"])            # (H, 10)
     grads["W2"] += l2 * params["W2"]

@@ -73,6 +73,8 @@ SCHEMA: dict[str, Spec] = {
     "train.members": Spec("int", _positive, "an integer >= 1"),
     "train.all_rows": Spec("bool"),
     "train.cv_folds": Spec("int", lambda v: v == 0 or v >= 2, "0 (off) or an integer >= 2"),
+    "train.distill_temperature": Spec("float", _non_negative, "a number >= 0 (0: off)"),
+    "train.distill_weight": Spec("float", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "predict.batch_size": Spec("int", _positive, "an integer >= 1"),
 }
 

@@ -56,7 +56,9 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
         augment: Augmenter | None = None, input_dropout: float = 0.0, max_norm: float = 0.0,
         keep_best: bool = False, patience: int = 0,
         on_epoch: Callable[[dict], None] | None = None, resume: Progress | None = None,
-        on_progress: Callable[[Progress], None] | None = None) -> tuple[dict, list[dict]]:
+        on_progress: Callable[[Progress], None] | None = None,
+        teacher: Callable[[np.ndarray], np.ndarray] | None = None, temperature: float = 1.0,
+        distill_weight: float = 0.0) -> tuple[dict, list[dict]]:
     """Train one network on X (N, 784) float32 with integer labels y (N,).
 
     schedule maps progress in epochs to the learning rate (lr throughout when None);
@@ -65,11 +67,14 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
     weights of `best_epoch(history)` instead of the last; patience > 0 stops once
     that many epochs pass without a better validation accuracy. on_progress gets
     a Progress at the end of each epoch (its arrays are fit's own: save them before
-    returning); `resume` goes on from one.
+    returning); `resume` goes on from one. `teacher` maps images (N, 784) to soft
+    targets (N, 10) to distil from (network.loss says how, with temperature and
+    distill_weight); it sees the same distorted images as the network.
 
     Returns (params, history): history has one dict per epoch with the keys of
-    HISTORY_COLUMNS but `member`, and `seconds`, the epoch's wall time. `loss` is the mean training cross-entropy over
-    the epoch's batches plus the L2 penalty at the epoch's end; `lr` is the rate
+    HISTORY_COLUMNS but `member`, and `seconds`, the epoch's wall time. `loss` is
+    the mean training cross-entropy with the labels over the epoch's batches plus
+    the L2 penalty at the epoch's end; `lr` is the rate
     at the epoch's start. Raises PipelineError when the loss or the weights stop
     being finite, the cross-entropy exceeds 3 ln 10, or the loss grows a hundredfold.
     """
@@ -87,6 +92,8 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
     shuffled = np.empty_like(X) if augment is not None else None   # (N, 784) batch order
     batch = np.empty((min(batch_size, n), n_in), np.float32)        # (B, 784) reused
     batches = -(-n // batch_size)
+    # Soft targets (N, 10) in X's order without augmentation, else in the epoch's.
+    targets = teacher(X) if teacher is not None and augment is None else None
     history, best, since_best = [], None, 0
     if resume is not None:
         flat[:], opt.mean_sq[:], opt.steps = resume.flat, resume.mean_sq, resume.steps
@@ -101,6 +108,8 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
         if augment is not None:
             np.take(X, order, axis=0, out=shuffled)
             augment(shuffled, rng, out=shuffled)    # in large chunks: cheaper than per batch
+            if teacher is not None:
+                targets = teacher(shuffled)
         ce_sum, correct = 0.0, 0
         epoch_lr = rate(epoch - 1)
         for i, start in enumerate(range(0, n, batch_size)):
@@ -116,7 +125,12 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
             probs, h = network.forward(params, xb)
             ce_sum += network.cross_entropy(probs, yb) * len(yb)
             correct += int((probs.argmax(axis=1) == yb).sum())
-            network.backward(params, xb, h, probs, yb, l2, grads)
+            if teacher is None:
+                network.backward(params, xb, h, probs, yb, l2, grads)
+            else:
+                tb = targets[start:start + batch_size] if augment is not None else targets[idx]
+                network.backward(params, xb, h, probs, yb, l2, grads, tb, temperature,
+                                 distill_weight)
             opt.step(flat, flat_grads)
             if max_norm:
                 max_norm_(params, max_norm)
@@ -157,6 +171,15 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
     if keep_best:
         params = network.views(best, network.shapes(n_in, hidden, 10))
     return params, history
+
+
+def soft_targets(nets: list[dict], temperature: float) -> Callable[[np.ndarray], np.ndarray]:
+    """The teacher for distillation: images (N, 784) -> the mean over `nets` of
+    their outputs softened at `temperature`, (N, 10)."""
+    def targets(X: np.ndarray) -> np.ndarray:
+        return np.mean([network.soften(network.predict_proba(net, X), temperature)
+                        for net in nets], axis=0, dtype=np.float32)
+    return targets
 
 
 def stratified_folds(labels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -210,7 +233,8 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
         lr_step_epochs: int, lr_step_gamma: float, augment_shift: float,
         augment_rotate: float, augment_scale: float, augment_shear: float,
         elastic_alpha: float, elastic_sigma: float, input_dropout: float, max_norm: float,
-        keep_best: bool, patience: int, members: int, all_rows: bool, cv_folds: int) -> None:
+        keep_best: bool, patience: int, members: int, all_rows: bool, cv_folds: int,
+        distill_temperature: float, distill_weight: float) -> None:
     """Train `members` networks on the preprocess artifacts and save them, with the
     history, metrics and timing.
 
@@ -220,6 +244,9 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
     the validation rows too, which leaves no held-out accuracy: metrics say so.
     cv_folds > 1 adds a k-fold cross-validation of one network on all labelled rows
     to the metrics (`cross_validate`), after the model is trained.
+    distill_temperature > 0 then trains one more network, the student, on the
+    members' softened outputs (`soft_targets`), and saves it alone: the ensemble's
+    accuracy in one network's weights and time.
     Only timing holds wall-clock times: a retrain that reproduces the weights leaves
     the files that later steps read byte for byte the same. After each epoch, a
     checkpoint beside the model lets a stopped run go on from there.
@@ -244,6 +271,12 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
     augmenter = Augmenter(side, augment_shift, augment_rotate, augment_scale, augment_shear,
                           elastic_alpha, elastic_sigma)
     lr_at = Schedule(schedule, lr, epochs, lr_min, lr_step_epochs, lr_step_gamma)
+    options = dict(hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr,
+                   rms_decay=rms_decay, eps=eps, l2=l2, schedule=lr_at,
+                   augment=augmenter if augmenter.active else None,
+                   input_dropout=input_dropout, max_norm=max_norm, keep_best=keep_best,
+                   patience=patience)
+    networks = members + (1 if distill_temperature else 0)      # the student comes last
     started = time.perf_counter()
     saved_at = out["model"].with_name("checkpoint.npz")
     stamp = checkpoint.key(settings, inputs)
@@ -253,14 +286,14 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
                  resume.epoch, len(done) + 1)
     nets, history, val_probs = [], [], []
     # A bar on a terminal, else log lines; closed even when training fails.
-    with progress.Epochs(epochs, members) as shown:
-        for k in range(members):
+    with progress.Epochs(epochs, networks) as shown:
+        for k in range(networks):
             if k < len(done):                   # finished before the run was stopped
                 flat, rows = done[k]
                 params = network.views(flat, network.shapes(X.shape[1], hidden, 10))
             else:
                 def on_epoch(row: dict, k: int = k) -> None:
-                    row.update(member=k, members=members)
+                    row.update(member=k, members=networks)
                     shown(row)
 
                 def on_progress(now: checkpoint.Progress) -> None:
@@ -268,25 +301,32 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
 
                 # Overflow on the way to divergence would print NumPy warnings before
                 # fit's error.
+                student = dict(teacher=soft_targets(nets, distill_temperature),
+                               temperature=distill_temperature,
+                               distill_weight=distill_weight) if k == members else {}
                 with np.errstate(over="ignore", invalid="ignore"):
                     params, rows = fit(
-                        X, y, X_val, y_val, hidden=hidden, epochs=epochs,
-                        batch_size=batch_size, lr=lr, rms_decay=rms_decay, eps=eps, l2=l2,
-                        rng=np.random.default_rng([seed, 2, k]), schedule=lr_at,
-                        augment=augmenter if augmenter.active else None,
-                        input_dropout=input_dropout, max_norm=max_norm, keep_best=keep_best,
-                        patience=patience, on_epoch=on_epoch,
-                        resume=resume if k == len(done) else None, on_progress=on_progress)
+                        X, y, X_val, y_val, rng=np.random.default_rng([seed, 2, k]),
+                        on_epoch=on_epoch, resume=resume if k == len(done) else None,
+                        on_progress=on_progress, **options, **student)
                 done.append((network.pack(params)[0], rows))
             nets.append(params)
             history += rows
             val_probs.append(network.predict_proba(params, X_val))
     accuracy = [float((p.argmax(axis=1) == y_val).mean()) for p in val_probs]
-    ensemble = np.mean(val_probs, axis=0)                          # (N_val, 10)
+    ensemble = np.mean(val_probs[:members], axis=0)                # (N_val, 10)
     val_accuracy = float((ensemble.argmax(axis=1) == y_val).mean())
     if members > 1:
         log.info("train: ensemble of %d, validation accuracy %.2f%% (members %s)", members,
-                 100 * val_accuracy, ", ".join(f"{100 * a:.2f}%" for a in accuracy))
+                 100 * val_accuracy, ", ".join(f"{100 * a:.2f}%" for a in accuracy[:members]))
+    distilled = {}
+    if distill_temperature:
+        distilled = {"distilled_from": {"members": members, "val_accuracy": val_accuracy,
+                                        "member_val_accuracy": accuracy[:members]}}
+        log.info("train: the student, one network, validation accuracy %.2f%% (the ensemble "
+                 "it learnt from: %.2f%%)", 100 * accuracy[-1], 100 * val_accuracy)
+        nets, accuracy, ensemble = nets[-1:], accuracy[-1:], val_probs[-1]
+        val_accuracy = accuracy[0]
     if all_rows:
         log.warning("train.all_rows=true: the networks were trained on the validation rows, "
                     "so the validation accuracy (%.2f%%) is not held out", 100 * val_accuracy)
@@ -294,12 +334,8 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
     if cv_folds:
         def train_one(i, X_fit, y_fit, X_held, y_held):
             with np.errstate(over="ignore", invalid="ignore"):
-                params, _ = fit(X_fit, y_fit, X_held, y_held, hidden=hidden, epochs=epochs,
-                                batch_size=batch_size, lr=lr, rms_decay=rms_decay, eps=eps,
-                                l2=l2, rng=np.random.default_rng([seed, 3, i]),
-                                schedule=lr_at, augment=augmenter if augmenter.active else None,
-                                input_dropout=input_dropout, max_norm=max_norm,
-                                keep_best=keep_best, patience=patience)
+                params, _ = fit(X_fit, y_fit, X_held, y_held,
+                                rng=np.random.default_rng([seed, 3, i]), **options)
             log.info("train: cross-validation, fold %d of %d trained", i + 1, cv_folds)
             return params
 
@@ -309,7 +345,8 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
                  100 * cv["mean"], 100 * cv["std"], 100 * cv["accuracy"], cv["rows"],
                  100 * cv["accuracy_ci95"]["low"], 100 * cv["accuracy_ci95"]["high"])
     kept = [best_epoch([r for r in history if r["member"] == k]) if keep_best
-            else max(r["epoch"] for r in history if r["member"] == k) for k in range(members)]
+            else max(r["epoch"] for r in history if r["member"] == k)
+            for k in range(networks)][-len(nets):]
     # Members are stacked on a leading axis: a model of K networks has the same keys.
     artifacts.save_arrays(out["model"], **{k: np.stack([net[k] for net in nets])
                                            for k in network.PARAM_NAMES})
@@ -319,14 +356,15 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
         "val_loss": network.cross_entropy(ensemble, y_val),
         "val_held_out": not all_rows,
         "member_val_accuracy": accuracy,
-        "members": members,
+        "members": len(nets),
         "epochs": max(kept),
         "member_epochs": kept,
         **({"cv": cv} if cv else {}),
+        **distilled,
     })
     artifacts.write_json(out["timing"], {
         "train_seconds": round(time.perf_counter() - started, 3),
         "epoch_seconds": [[round(r["seconds"], 6) for r in history if r["member"] == k]
-                          for k in range(members)],
+                          for k in range(networks)],
     })
     checkpoint.remove(saved_at)

@@ -13,22 +13,28 @@ def tiny_net(rng, n_in=6, hidden=5):
     return params
 
 
-@pytest.mark.parametrize("l2", [0.0, 0.1])
-def test_backward_matches_central_differences(rng, l2):
+@pytest.mark.parametrize("l2,distill", [(0.0, None), (0.1, None), (0.1, (3.0, 0.7)),
+                                        (0.0, (1.0, 1.0))])
+def test_backward_matches_central_differences(rng, l2, distill):
     params = tiny_net(rng)
     X = rng.random((7, 6))
     y = rng.integers(0, 10, 7)
+    soft = {}
+    if distill:                                    # soft targets: rows of a random distribution
+        targets = rng.random((7, 10))
+        soft = dict(targets=targets / targets.sum(axis=1, keepdims=True),
+                    temperature=distill[0], weight=distill[1])
     probs, h = network.forward(params, X)
-    grads = network.backward(params, X, h, probs, y, l2)
+    grads = network.backward(params, X, h, probs, y, l2, **soft)
     step = 1e-6
     for name, p in params.items():
         numeric = np.empty_like(p)
         for i in np.ndindex(p.shape):
             saved = p[i]
             p[i] = saved + step
-            up = network.loss(params, X, y, l2)
+            up = network.loss(params, X, y, l2, **soft)
             p[i] = saved - step
-            down = network.loss(params, X, y, l2)
+            down = network.loss(params, X, y, l2, **soft)
             p[i] = saved
             numeric[i] = (up - down) / (2 * step)
         np.testing.assert_allclose(grads[name], numeric, rtol=1e-5, atol=1e-8, err_msg=name)

@@ -321,3 +321,46 @@ def test_a_batch_larger_than_the_training_rows_is_named(tmp_path, digits, caplog
     finally:
         logger.removeHandler(caplog.handler)
     assert "train.batch_size=500 is more than the 240 training rows" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def sample_split():
+    """2000 training and 1000 held-out digits of the bundled sample."""
+    rows = np.array([line.split(",") for line in sample_rows("train.csv.gz", 3000)[1:]], int)
+    X, y = (rows[:, 1:] / 255).astype(np.float32), rows[:, 0]
+    return X[:2000], y[:2000], X[2000:], y[2000:]
+
+
+def test_a_distilled_student_learns_the_ensembles_outputs(sample_split):
+    """A student trained on three networks' softened outputs fits them (its soft-target
+    loss falls far below an untrained network's and an independent network's) and
+    agrees with the ensemble more often than an independently trained network does."""
+    X, y, X_held, y_held = sample_split
+    settings = dict(hidden=64, epochs=4, batch_size=64, lr=2e-3, rms_decay=0.9, eps=1e-8,
+                    l2=1e-5, augment=Augmenter(28, shift=1))
+    teachers = [train.fit(X, y, X_held, y_held, rng=np.random.default_rng(k), **settings)[0]
+                for k in range(3)]
+    teach = train.soft_targets(teachers, 3.0)
+    student, _ = train.fit(X, y, X_held, y_held, rng=np.random.default_rng(9), teacher=teach,
+                           temperature=3.0, distill_weight=1.0, **settings)
+    alone, _ = train.fit(X, y, X_held, y_held, rng=np.random.default_rng(9), **settings)
+    untrained = network.init_params(np.random.default_rng(9), 784, 64, 10)
+    targets = teach(X_held)
+
+    def soft_loss(params):
+        return network.loss(params, X_held, y_held, 0.0, targets, 3.0, 1.0)
+
+    assert soft_loss(student) < soft_loss(alone) < soft_loss(untrained)
+    agreed = {name: (network.predict_proba(p, X_held).argmax(1) == targets.argmax(1)).mean()
+              for name, p in (("student", student), ("alone", alone))}
+    assert agreed["student"] > agreed["alone"], agreed
+
+
+def test_the_stage_keeps_only_the_student_when_distilling(tmp_path, digits):
+    saved, history, scores = run_stage(tmp_path / "d", digits, "train.members=2",
+                                       "train.distill_temperature=2")
+    assert saved["W1"].shape == (1, 784, 16) and scores["members"] == 1
+    assert scores["distilled_from"]["members"] == 2
+    assert len(scores["distilled_from"]["member_val_accuracy"]) == 2
+    assert [line.split(",")[-1] for line in history.splitlines()[1:]] == \
+        ["0", "0", "1", "1", "2", "2"]                 # two teachers, then the student
