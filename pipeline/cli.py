@@ -2,20 +2,29 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from pathlib import Path
 
-from pipeline import artifacts, ingest, kaggle, params as params_mod, predict, runner, stages
+import yaml
+
+from pipeline import (artifacts, cache, experiments, ingest, kaggle, params as params_mod,
+                      predict, runner, stages)
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline")
+
+DEFAULT_PARAMS = "params.yaml"
 
 USAGE_EPILOG = f"""\
 stages, in order: {' -> '.join(stages.STAGES)}
 commands: status (what is up to date, what is stale and why)
           predict-image PATH...  (the top 3 classes of your own digit images)
+          runs [--csv]  (the runs so far: params that changed, accuracy, submission)
+          restore N  (run N's model and submission back in place, from the run cache)
+          cache [clear]  (the run cache's size, or empty it)
 
 examples:
   python run.py                          run what is out of date
@@ -25,6 +34,8 @@ examples:
   python run.py --from preprocess        that stage and every later one, if stale
   python run.py submit --kaggle "first"  make submission.csv and upload it to Kaggle
   python run.py predict-image seven.png  classify a PNG or JPEG of a digit
+  python run.py runs                     compare the runs so far; the best is marked *
+  python run.py restore 3                go back to run 3 without training again
 """
 
 
@@ -36,7 +47,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("targets", nargs="*", metavar="STAGE",
                         help="stages to bring up to date, with what they are made from "
                         "(default: all), or 'status'")
-    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    parser.add_argument("--params", default=DEFAULT_PARAMS,
+                        help="params file (default: %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a param, e.g. train.epochs=5 "
                         "(repeatable; the value is read as YAML)")
@@ -56,6 +68,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--show", action="store_true",
                         help="predict-image: also save the 28x28 images the network received, "
                              "as one picture in the outputs folder")
+    parser.add_argument("--csv", action="store_true",
+                        help="runs: print the table as CSV, for a spreadsheet")
     parser.add_argument("--quiet", action="store_true", help="print only warnings and errors")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser.parse_intermixed_args(argv)    # options may follow the paths, or precede them
@@ -67,9 +81,10 @@ class _Format(logging.Formatter):
         return f"warning: {text}" if record.levelno >= logging.WARNING else text
 
 
-def setup_logging(quiet: bool) -> None:
-    """Plain lines on stdout from the "pipeline" logger; warnings only when quiet."""
-    handler = logging.StreamHandler(sys.stdout)
+def setup_logging(quiet: bool, stream=None) -> None:
+    """Plain lines on stdout (or `stream`) from the "pipeline" logger; warnings only
+    when quiet."""
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(_Format())
     log.handlers[:] = [handler]
     log.setLevel(logging.WARNING if quiet else logging.INFO)
@@ -85,6 +100,7 @@ def print_status(params: dict) -> None:
 
 
 LOCAL_PARAMS = "params.local.yaml"     # beside the params file: one machine's settings
+UPLOAD = 'python run.py submit --kaggle "your message"'
 
 
 def sample_outputs(params: dict) -> bool:
@@ -98,10 +114,20 @@ def sample_outputs(params: dict) -> bool:
     return sample
 
 
-def summarize(params: dict, sample: bool) -> None:
+def options(params_file: str, overrides: list[str], flags: list[str] = ()) -> str:
+    """--params and --set options as shell words: those of a command line, plus
+    `flags` (KEY=VALUE) after them, which override them."""
+    words = [] if params_file == DEFAULT_PARAMS else ["--params", params_file]
+    for override in [*overrides, *flags]:
+        words += ["--set", override]
+    return kaggle.shell(words)
+
+
+def summarize(params: dict, sample: bool, again: str = "") -> None:
     """The closing lines: validation accuracy, the submission, the report and what
     to do next; each flagged when the step that wrote it is behind the params and
-    data, and, after a run on the bundled sample, marked as a demo."""
+    data, and, after a run on the bundled sample, marked as a demo. `again` holds
+    the --params and --set options the upload command needs to find the same files."""
     if not log.isEnabledFor(logging.INFO):          # --quiet: no closing lines
         return
     metrics, submission = stages.metrics_path(params), stages.submission_path(params)
@@ -136,7 +162,7 @@ def summarize(params: dict, sample: bool) -> None:
         log.info("next: put Kaggle's train.csv and test.csv, or digit-recognizer.zip, in %s/ "
                  "and run again (README.md, Getting the data)", Path(params["data.train"]).parent)
     elif submission.exists() and not behind("submit"):
-        log.info('next: upload it with `python run.py submit --kaggle "your message"`')
+        log.info("next: upload it with `%s`", f"{UPLOAD} {again}".strip())
 
 
 def upload_if_current(params: dict, message: str, sample: bool) -> None:
@@ -183,14 +209,125 @@ def predict_images(params: dict, paths: list[str], show: bool) -> int:
     return 1 if failed else 0
 
 
+def print_runs(params: dict, as_csv: bool) -> None:
+    """`runs`: the runs log as a table (or CSV), newest last."""
+    rows = experiments.load_table(params["outputs"])
+    if as_csv:
+        sys.stdout.write(experiments.format_csv(rows))
+    elif not rows:
+        print(f"no runs in {experiments.log_path(params['outputs'])} yet: each run that "
+              "trains adds one")
+    else:
+        sys.stdout.write(experiments.format_table(rows))
+
+
+def cache_command(params: dict, words: list[str]) -> None:
+    """`cache`: what the run cache holds; `cache clear`: empty it."""
+    where = cache.folder(params["outputs"])
+    if words == ["clear"]:
+        count, held = cache.clear(params["outputs"])
+        print(f"cache: removed {count} entr{'y' if count == 1 else 'ies'} "
+              f"({held / cache.MB:.1f} MB) from {where}")
+    elif not words:
+        found = cache.entries(params["outputs"])
+        held = sum(cache.size(e) for e in found)
+        print(f"cache: {len(found)} entr{'y' if len(found) == 1 else 'ies'}, "
+              f"{held / cache.MB:.1f} MB of {params['cache.max_mb']:g} (cache.max_mb) in {where}")
+    else:
+        raise PipelineError(f"cache: expected `python run.py cache` or `python run.py cache "
+                            f"clear`, found {' '.join(words)!r}")
+
+
+def _yaml(value) -> str:
+    """A param's value as --set reads it back (as YAML)."""
+    if isinstance(value, str) and yaml.safe_load(value) == value:
+        return value
+    return json.dumps(value)
+
+
+def rerun_options(args: argparse.Namespace, params_file: str, wanted: dict) -> str:
+    """The --params and --set options that make the params `wanted` (the outputs
+    folder aside): `params_file` (or, when it is gone, this command's), this command's
+    --set, and one --set for each param that still differs."""
+    try:
+        base = params_mod.load(params_file, args.overrides,
+                               local=Path(params_file).with_name(LOCAL_PARAMS))
+    except PipelineError:
+        params_file = args.params
+        base = params_mod.load(params_file, args.overrides,
+                               local=Path(params_file).with_name(LOCAL_PARAMS))
+    flags = {k: v for k, v in wanted.items() if k != "outputs" and base[k] != v}
+    kept = [o for o in args.overrides if params_mod.parse_override(o)[0] not in flags]
+    return options(params_file, kept, [f"{k}={_yaml(v)}" for k, v in flags.items()])
+
+
+def restore(args: argparse.Namespace, params: dict, sample: bool) -> None:
+    """`restore N`: run the pipeline with run N's params, train only from the run
+    cache, then upload with --kaggle; the closing lines name those params."""
+    words = args.targets[1:]
+    if len(words) != 1 or not words[0].isdigit():
+        raise PipelineError("restore: expected one run number, such as `python run.py "
+                            "restore 3` (`python run.py runs` lists them)")
+    number, path = int(words[0]), experiments.log_path(params["outputs"])
+    found = experiments.runs(experiments.read(path))
+    if not 1 <= number <= len(found):
+        have = f"runs 1-{len(found)}" if found else "no runs yet"
+        raise PipelineError(f"restore: no run {number} in {path} ({have}; `python run.py "
+                            "runs` lists them)")
+    run = found[number - 1]
+    wanted = {k: run.get("params", {}).get(k, params[k]) for k in params_mod.SCHEMA}
+    wanted["outputs"] = params["outputs"]              # where its log is: this folder
+    params_file = run.get("params_file") or args.params
+    again = rerun_options(args, params_file, wanted)
+    retrain = f"retrain it with `{f'python run.py {again}'.strip()}`"
+    train = next(s for s in stages.STEPS if s.name == "train")
+    if (runner.Runner(wanted).check(train).state != "up to date"
+            and cache.load(wanted["outputs"], "train", str(run.get("key")),
+                           train.outs(wanted)) is None):
+        raise PipelineError(f"run {number} cannot be restored: its model is no longer in the "
+                            f"run cache (evicted beyond cache.max_mb, cleared or damaged); "
+                            f"{retrain}")
+    journal = experiments.Journal(params_file, run.get("changed", {}))
+    try:
+        runner.run(wanted, list(stages.STEPS), journal=journal, retrain=False)
+    except runner.NotCached:
+        raise PipelineError(f"run {number} cannot be restored: the code or the data changed "
+                            f"since it ran, so the run cache has no model for it; "
+                            f"{retrain}") from None
+    log.info("restored run %d: %s and %s", number, stages.artifact(wanted, "train", "model.npz"),
+             stages.submission_path(wanted))
+    if args.kaggle is not None:
+        upload_if_current(wanted, args.kaggle, sample)
+    summarize(wanted, sample, again)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (0, 1 on an error, 130 on Ctrl-C)."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    setup_logging(args.quiet)
+    setup_logging(args.quiet, sys.stderr if args.csv else None)   # stdout holds the CSV
     try:
         params = params_mod.load(args.params, args.overrides,
                                  local=Path(args.params).with_name(LOCAL_PARAMS))
+        journal = experiments.Journal(args.params, params_mod.differences(args.params, params))
+        outputs = params["outputs"]
         sample = sample_outputs(params)
+        command = args.targets[0] if args.targets else None
+        if args.csv and command != "runs":
+            raise PipelineError("--csv is for `python run.py runs --csv`")
+        if command in ("runs", "cache", "restore") and args.start:
+            raise PipelineError(f"{command} takes no --from: `python run.py "
+                                f"{runner.COMMANDS[command]}`")
+        if command == "runs":
+            if args.targets[1:]:
+                raise PipelineError("runs takes no stage names: it lists every run")
+            print_runs(params, args.csv)
+            return 0
+        if command == "cache":
+            cache_command(params, args.targets[1:])
+            return 0
+        if command == "restore":
+            restore(args, params, sample)
+            return 0
         if args.targets[:1] == ["status"]:
             if args.targets[1:] or args.start:
                 raise PipelineError("status takes no stage names: it reports every step")
@@ -202,8 +339,10 @@ def main(argv: list[str] | None = None) -> int:
             return predict_images(params, args.targets[1:], args.show)
         steps = runner.select(args.targets, args.start)
         planned = runner.plan(params, steps, args.single)
-        if any(s.stage == "ingest" for s in planned):
-            kaggle.offer_download(params["data.train"], params["data.test"])
+        if any(s.stage == "ingest" for s in planned) and kaggle.offer_download(
+                params["data.train"], params["data.test"]) and sample:
+            # The files were just downloaded: the run is on them, not on the sample.
+            params["outputs"], sample = outputs, False
         if sample and any(s.stage == "ingest" for s in planned):
             log.warning("%s and %s not found: using the bundled sample in %s, a demo, with "
                         "its outputs in %s. For the competition's data see README.md "
@@ -215,15 +354,15 @@ def main(argv: list[str] | None = None) -> int:
                    for s in planned if s.stage == "ingest"):
                 log.info(kaggle.download_hint(Path(params["data.train"])))
         if args.kaggle is None:
-            runner.run(params, steps, force=args.force, single=args.single)
+            runner.run(params, steps, force=args.force, single=args.single, journal=journal)
         else:
             # Upload once submit is done: a failing report must not hold it back.
             report = [s for s in steps if s.stage == "report"]
             runner.run(params, [s for s in steps if s not in report], force=args.force,
-                       single=args.single)
+                       single=args.single, journal=journal)
             upload_if_current(params, args.kaggle, sample)
             runner.run(params, report, force=args.force, single=args.single)
-        summarize(params, sample)
+        summarize(params, sample, options(args.params, args.overrides))
         return 0
     except PipelineError as exc:
         if args.debug:

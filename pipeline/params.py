@@ -76,6 +76,8 @@ SCHEMA: dict[str, Spec] = {
     "train.distill_temperature": Spec("float", _non_negative, "a number >= 0 (0: off)"),
     "train.distill_weight": Spec("float", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "predict.batch_size": Spec("int", _positive, "an integer >= 1"),
+    # Read by the run cache only, so no step's fingerprint holds it: it changes no output.
+    "cache.max_mb": Spec("float", _non_negative, "a number of megabytes >= 0 (0: no cache)"),
 }
 
 
@@ -143,6 +145,24 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     if spec.check is not None and not spec.check(value):
         raise PipelineError(f"{where}: {key} must be {spec.expect}, found {value!r}")
     return value
+
+
+def differences(path: str | Path, params: dict[str, Any]) -> dict[str, Any]:
+    """The params whose values are not those the params file `path` sets: what
+    params.local.yaml and --set changed (or everything, when the file cannot be read)."""
+    try:
+        flat, origin = _read(Path(path))
+    except PipelineError:
+        return dict(params)
+    changed = {}
+    for key, value in params.items():
+        try:
+            same = key in flat and _coerce(key, flat[key], origin[key]) == value
+        except PipelineError:
+            same = False
+        if not same:
+            changed[key] = value
+    return changed
 
 
 def parse_override(text: str) -> tuple[str, Any]:

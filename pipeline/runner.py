@@ -9,6 +9,10 @@ reruns downstream steps, while a rerun that reproduces the same bytes stops ther
 As with `make TARGET` and `dvc repro TARGET`, running a step first brings every step
 it is made from up to date; with `single` (dvc's --single-item) it runs alone and
 refuses to build on an upstream step that is not up to date.
+
+A step in `cache.STEPS` (train) whose fingerprint matches one seen before is restored
+from the run cache instead of run (not when forced, as `dvc repro --force`); a journal
+(`experiments.Journal`), when given, logs the runs.
 """
 from __future__ import annotations
 
@@ -20,14 +24,15 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import artifacts, sources
+from pipeline import artifacts, cache, sources
 from pipeline.errors import PipelineError
 from pipeline.stages import STAGES, STEPS, Step
 
 log = logging.getLogger(__name__)
 
 RECORDS = ".records"
-COMMANDS = {"status": "status", "predict-image": "predict-image PATH..."}   # not stages
+COMMANDS = {"status": "status", "predict-image": "predict-image PATH...",  # not stages
+            "runs": "runs [--csv]", "restore": "restore N", "cache": "cache [clear]"}
 
 
 @dataclass
@@ -111,11 +116,17 @@ def plan(params: dict, steps: list[Step], single: bool = False) -> list[Step]:
     return [s for s in STEPS if s.name in names]
 
 
-class Runner:
-    """Checks and runs the steps for one set of params."""
+class NotCached(PipelineError):
+    """A step that may only be restored from the run cache has no entry there."""
 
-    def __init__(self, params: dict):
+
+class Runner:
+    """Checks and runs the steps for one set of params; `journal`, when given, is
+    told of each step done (see `experiments.Journal`)."""
+
+    def __init__(self, params: dict, journal=None):
         self.params = params
+        self.journal = journal
         self.records = {s.name: read_record(params, s) for s in STEPS}
         # Earlier hashes by path, from every record, so unchanged files are not reread.
         self.known: dict[str, dict] = {}
@@ -162,9 +173,35 @@ class Runner:
                 reasons.append(f"output {path} was modified")
         return Status("stale", reasons) if reasons else Status("up to date")
 
-    def run_steps(self, steps: list[Step]) -> None:
+    def fingerprint(self, step: Step, dep_states: dict) -> dict:
+        """The record the step would get, but for its outputs: format, params, the code
+        this process loaded, and its inputs' states. The run cache is keyed by it."""
+        return {
+            "format": artifacts.FORMAT_VERSION,
+            "step": step.name,
+            "params": {k: self.params[k] for k in step.params},
+            "code": loaded_code_hash(step.code),
+            "deps": dep_states,
+        }
+
+    def in_cache(self, step: Step) -> bool:
+        """Whether the run cache has an entry (not yet checked) for the step as it
+        would run now."""
+        deps = step.deps(self.params)
+        if step.name not in cache.STEPS or not all(p.is_file() for p in deps.values()):
+            return False
+        key = cache.key(self.fingerprint(step, {n: self._state(p) for n, p in deps.items()}))
+        return cache.entry_path(self.params["outputs"], step.name, key).is_dir()
+
+    def run_steps(self, steps: list[Step], forced: tuple[str, ...] = (),
+                  retrain: bool = True) -> None:
         """Run steps that read nothing of each other's; their outputs are renamed
-        into place together, and only then is each one's fingerprint recorded."""
+        into place together, and only then is each one's fingerprint recorded.
+
+        A step with an intact run cache entry is restored from it, unless named in
+        `forced`; new results are stored there. Without `retrain`, a cached step that
+        is not in the cache raises NotCached instead of running."""
+        outputs = self.params["outputs"]
         started = []
         for step in steps:
             deps, outs = step.deps(self.params), step.outs(self.params)
@@ -184,9 +221,18 @@ class Runner:
                 artifacts.remove_temporaries(folder)
             dep_states = {name: self._state(path) for name, path in deps.items()}
             started.append((step, deps, outs, dep_states))
+        restored = set()
         with artifacts.renames_together():
-            for step, deps, outs, _ in started:
-                step.run(self.params, deps, outs)
+            for step, deps, outs, dep_states in started:
+                key = cache.key(self.fingerprint(step, dep_states))
+                if step.name in cache.STEPS and step.name not in forced and cache.restore(
+                        outputs, step.name, key, outs):
+                    restored.add(step.name)
+                elif step.name in cache.STEPS and not retrain:
+                    raise NotCached(f"{step.name}: no run cache entry for these params, "
+                                    "inputs and code")
+                else:
+                    step.run(self.params, deps, outs)
         for step, _, outs, dep_states in started:
             # The code that ran is the code loaded at start; an edit since then leaves
             # the record behind the disk, so the next run reruns the step.
@@ -195,16 +241,16 @@ class Runner:
                 log.warning("%s: %s changed while this run was going; %s ran the code as "
                             "it was loaded and will rerun on the next run", step.name,
                             ", ".join(m.replace(".", "/") + ".py" for m in edited), step.name)
-            record = {
-                "format": artifacts.FORMAT_VERSION,
-                "step": step.name,
-                "params": {k: self.params[k] for k in step.params},
-                "code": loaded_code_hash(step.code),
-                "deps": dep_states,
-                "outs": {name: self._state(path) for name, path in outs.items()},
-            }
+            record = {**self.fingerprint(step, dep_states),
+                      "outs": {name: self._state(path) for name, path in outs.items()}}
+            if step.name in cache.STEPS and step.name not in restored:
+                cache.store(outputs, step.name, cache.key(record), outs,
+                            self.params["cache.max_mb"])
             artifacts.write_json(record_path(self.params, step), record)
             self.records[step.name] = record
+            if self.journal is not None:
+                self.journal.step_done(self.params, step.name, record, self.records,
+                                       step.name in restored)
 
 
 def select(stages: list[str], start: str | None) -> list[Step]:
@@ -220,7 +266,7 @@ def select(stages: list[str], start: str | None) -> list[Step]:
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise PipelineError(
                 f"unknown stage '{name}'{hint}: expected one of {', '.join(STAGES)}, a step "
-                f"such as {STEPS[0].name}, or the commands status and predict-image")
+                f"such as {STEPS[0].name}, or a command: {', '.join(COMMANDS)}")
     if start:
         first = next(i for i, s in enumerate(STEPS) if start in (s.stage, s.name))
         return list(STEPS[first:])
@@ -229,17 +275,19 @@ def select(stages: list[str], start: str | None) -> list[Step]:
     return [s for s in STEPS if s.stage in stages or s.name in stages]
 
 
-def run(params: dict, steps: list[Step], force: bool = False,
-        single: bool = False) -> list[str]:
+def run(params: dict, steps: list[Step], force: bool = False, single: bool = False,
+        journal=None, retrain: bool = True) -> list[str]:
     """Bring `steps` up to date: first the steps they are made from (unless
     `single`), then each of them that is stale. `force` reruns `steps` themselves
-    even when up to date; the steps they are made from still run only if stale.
+    even when up to date, without the run cache; the steps they are made from still
+    run only if stale. `journal` and `retrain` are handed to the Runner and
+    `Runner.run_steps`.
 
     With `single`, raises PipelineError before running a step whose upstream is not
     up to date (stale, never run, or its outputs no longer match their record).
-    Returns the names of the steps that ran.
+    Returns the names of the steps that ran (or were restored from the run cache).
     """
-    runner = Runner(params)
+    runner = Runner(params, journal)
     artifacts.remove_temporaries(Path(params["outputs"]) / RECORDS)
     todo = plan(params, steps, single)
     chosen, targets = {s.name for s in todo}, {s.name for s in steps}
@@ -262,10 +310,13 @@ def run(params: dict, steps: list[Step], force: bool = False,
             if status.state == "up to date" and not forced:
                 log.info("%s: up to date, skipped", step.name)
                 continue
-            log.info("%s: running (%s)", step.name, "forced" if forced else status.describe())
+            how = "restoring from the run cache" if not forced and runner.in_cache(step) \
+                else "running"
+            log.info("%s: %s (%s)", step.name, how, "forced" if forced else status.describe())
             to_run.append(step)
         if to_run:
-            runner.run_steps(to_run)
+            runner.run_steps(to_run, forced=tuple(s.name for s in to_run if force and
+                                                   s.name in targets), retrain=retrain)
             ran += [s.name for s in to_run]
     return ran
 

@@ -174,3 +174,13 @@ def test_a_missing_params_file_says_where_it_looked(tmp_path, monkeypatch):
     with pytest.raises(PipelineError, match=rf"params.yaml: params file not found in "
                                             rf"{re.escape(str(tmp_path))} \(run from the "):
         params_mod.load("params.yaml")
+
+
+def test_differences_are_what_the_local_file_and_set_changed(tmp_path):
+    local = tmp_path / "params.local.yaml"
+    local.write_text("data:\n  train: /data/train.csv\n")
+    p = params_mod.load(ROOT / "params.yaml", ["train.epochs=3", "train.lr=2e-3"], local=local)
+    # train.lr=2e-3 is the file's own 0.002: not a change.
+    assert params_mod.differences(ROOT / "params.yaml", p) == \
+        {"data.train": "/data/train.csv", "train.epochs": 3}
+    assert params_mod.differences(tmp_path / "gone.yaml", p) == p

@@ -1,0 +1,332 @@
+"""The runs log, the run cache and the commands around them: runs, restore N, cache."""
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, make_params, run_cli, sample_rows, write_lines
+from pipeline import artifacts, cache, cli, experiments, runner, train
+from pipeline.stages import STEPS
+
+TRAIN_OUTS = ("model.npz", "history.csv", "metrics.json", "timing.json")
+UNTIL_SUBMIT = [s for s in STEPS if s.stage != "report"]       # the report adds nothing here
+
+
+@pytest.fixture
+def pipeline(tmp_path, tiny_csvs, monkeypatch):
+    """run(*overrides, force=False) runs every step with a journal, as the command line
+    does, and returns the names of the steps that ran; `trained` counts the trainings
+    (a restore from the run cache is not one)."""
+    real, trained = train.run, []
+
+    def counting(*args, **kwargs):
+        trained.append(1)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(train, "run", counting)
+
+    def run(*overrides, force=False):
+        params = make_params(tmp_path, *tiny_csvs, "train.hidden=8", *overrides)
+        journal = experiments.Journal("params.yaml", {})
+        return runner.run(params, UNTIL_SUBMIT, force=force, journal=journal)
+    run.trained = trained
+    run.outputs = tmp_path / "outputs"
+    return run
+
+
+def logged(outputs: Path) -> list[dict]:
+    return experiments.runs(experiments.read(experiments.log_path(outputs)))
+
+
+def train_files(outputs: Path) -> dict[str, bytes]:
+    return {name: (outputs / "train" / name).read_bytes() for name in TRAIN_OUTS}
+
+
+# --- the runs log ---
+
+def test_the_log_holds_one_record_per_train_run(pipeline, tiny_csvs):
+    pipeline("train.epochs=1")
+    pipeline("train.epochs=1")                                  # nothing to do
+    write_lines(tiny_csvs[1], sample_rows("test.csv.gz", 70))   # a new test.csv: no training
+    pipeline("train.epochs=1")
+    pipeline("train.epochs=2")
+    runs = logged(pipeline.outputs)
+    assert [r["run"] for r in runs] == [1, 2] and len(pipeline.trained) == 2
+    assert [r["params"]["train.epochs"] for r in runs] == [1, 2]
+    first = runs[0]
+    assert first["params_file"] == "params.yaml" and first["restored"] is False
+    assert first["members"] == 1 and first["epochs"] == 1 and first["train_seconds"] > 0
+    record = json.loads((pipeline.outputs / ".records" / "train.json").read_text())
+    assert runs[1]["key"] == cache.key(record) != first["key"]
+    # predict's interval and the submission's hash went to the run whose model made them.
+    scores = json.loads((pipeline.outputs / "metrics.json").read_text())
+    assert runs[1]["val_accuracy"] == scores["val_accuracy"]
+    assert runs[1]["val_accuracy_ci95"] == scores["val_accuracy_ci95"]
+    assert runs[1]["submission"] == artifacts.file_hash(pipeline.outputs / "submission.csv")
+    assert runs[0]["submission"] != runs[1]["submission"]
+
+
+def test_a_torn_last_line_is_skipped_and_the_next_record_starts_a_line(tmp_path, caplog):
+    path = tmp_path / "runs.jsonl"
+    experiments.append(path, {"event": "train", "model": "a"})
+    with open(path, "a") as f:
+        f.write('{"event": "train", "mod')                  # a write cut short
+    experiments.append(path, {"event": "train", "model": "b"})
+    with caplog.at_level(logging.WARNING):
+        entries = experiments.read(path)
+    assert [e["model"] for e in entries] == ["a", "b"]
+    assert f"{path}, line 2: not a whole record" in caplog.text
+
+
+def test_a_record_is_appended_in_one_write(tmp_path, monkeypatch):
+    # One write(2) on an O_APPEND file: a kill finds the line written or not.
+    path, writes = tmp_path / "runs.jsonl", []
+    real = experiments.os.write
+    monkeypatch.setattr(experiments.os, "write",
+                        lambda fd, data: writes.append(bytes(data)) or real(fd, data))
+    experiments.append(path, {"event": "submit", "model": "m", "submission": "s" * 5000})
+    experiments.append(path, {"event": "train", "model": "m"})
+    assert len(writes) == 2 and all(w.endswith(b"\n") and w.count(b"\n") == 1 for w in writes)
+    assert path.read_bytes() == b"".join(writes)
+
+
+APPENDER = """
+import sys
+from pathlib import Path
+from pipeline import experiments
+path, n = Path(sys.argv[1]), 0
+while True:
+    experiments.append(path, {"event": "train", "n": n, "pad": "x" * 400_000})
+    n += 1
+"""
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.2, 0.5])
+def test_the_log_survives_sigkill_mid_write(tmp_path, caplog, delay):
+    path = tmp_path / "runs.jsonl"
+    child = subprocess.Popen([sys.executable, "-c", APPENDER, str(path)], cwd=ROOT)
+    while not path.exists() or path.stat().st_size == 0:
+        time.sleep(0.01)
+    time.sleep(delay)
+    child.send_signal(signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL
+    experiments.append(path, {"event": "train", "n": "after"})
+    with caplog.at_level(logging.WARNING):
+        entries = experiments.read(path)
+    numbers = [e["n"] for e in entries]
+    # Every record written before the kill is whole and in order; at most the one
+    # being written when it came is lost; the next one reads back.
+    assert numbers[:-1] == list(range(len(numbers) - 1)) and numbers[-1] == "after"
+    assert len(numbers) >= 2
+    assert caplog.text.count("not a whole record") <= 1
+
+
+# --- the run cache ---
+
+def test_going_back_restores_byte_identical_outputs_instead_of_training(pipeline, tmp_path,
+                                                                       tiny_csvs):
+    pipeline("train.epochs=2")
+    first = train_files(pipeline.outputs)
+    pipeline("train.epochs=3")
+    assert pipeline("train.epochs=2")[:2] == ["train", "predict"]
+    assert len(pipeline.trained) == 2                       # 2 -> 3 -> 2 trains twice
+    assert train_files(pipeline.outputs) == first
+    runs = logged(pipeline.outputs)
+    assert [r["restored"] for r in runs] == [False, False, True]
+    assert runs[2]["submission"] == runs[0]["submission"] != runs[1]["submission"]
+    # The same bytes as training afresh elsewhere (timing.json aside: a new clock).
+    fresh = tmp_path / "fresh"
+    runner.run(make_params(fresh, *tiny_csvs, "train.hidden=8", "train.epochs=2"), UNTIL_SUBMIT)
+    again = train_files(fresh / "outputs")
+    assert {k: v for k, v in again.items() if k != "timing.json"} == \
+        {k: v for k, v in first.items() if k != "timing.json"}
+    assert (fresh / "outputs" / "submission.csv").read_bytes() == \
+        (pipeline.outputs / "submission.csv").read_bytes()
+    params = make_params(tmp_path, *tiny_csvs, "train.hidden=8", "train.epochs=2")
+    assert {st.state for name, st in runner.status(params) if name != "report"} == {"up to date"}
+
+
+def test_a_modified_output_is_restored_from_the_cache(pipeline):
+    pipeline("train.epochs=1")
+    model = pipeline.outputs / "train" / "model.npz"
+    kept = model.read_bytes()
+    model.write_bytes(kept[:100])
+    assert pipeline("train.epochs=1")[0] == "train"
+    assert model.read_bytes() == kept and len(pipeline.trained) == 1
+
+
+def test_other_code_or_other_data_is_never_restored(pipeline, tiny_csvs, monkeypatch):
+    pipeline("train.epochs=1")
+    real = runner.loaded_code_hash
+    monkeypatch.setattr(runner, "loaded_code_hash",
+                        lambda mods: real(mods) + ("+edit" if "pipeline.train" in mods else ""))
+    monkeypatch.setattr(runner, "code_hash", runner.loaded_code_hash)   # as a new process sees it
+    pipeline("train.epochs=1")
+    assert len(pipeline.trained) == 2
+    write_lines(tiny_csvs[0], sample_rows("train.csv.gz", 300))
+    pipeline("train.epochs=1")
+    assert len(pipeline.trained) == 3
+
+
+def test_force_trains_even_when_the_cache_has_the_result(pipeline):
+    pipeline("train.epochs=1")
+    pipeline("train.epochs=1", force=True)
+    assert len(pipeline.trained) == 2
+
+
+def entry_sizes(outputs: Path) -> list[int]:
+    return [cache.size(e) for e in cache.entries(outputs)]
+
+
+def test_the_cap_evicts_the_least_recently_used_entries(pipeline):
+    pipeline("train.epochs=1")
+    one = entry_sizes(pipeline.outputs)[0]
+    cap = f"cache.max_mb={2.5 * one / cache.MB}"            # room for two entries
+    pipeline("train.epochs=2", cap)
+    pipeline("train.epochs=1", cap)                         # restored: used most recently
+    assert len(pipeline.trained) == 2
+    pipeline("train.epochs=3", cap)                         # a third entry: epochs=2 goes
+    assert len(cache.entries(pipeline.outputs)) == 2
+    assert sum(entry_sizes(pipeline.outputs)) <= 2.5 * one
+    pipeline("train.epochs=1", cap)
+    assert len(pipeline.trained) == 3                       # still there
+    pipeline("train.epochs=2", cap)
+    assert len(pipeline.trained) == 4                       # evicted, so trained again
+    pipeline("train.epochs=5", "cache.max_mb=0")            # 0: nothing kept
+    assert len(cache.entries(pipeline.outputs)) == 2 and len(pipeline.trained) == 5
+
+
+@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "delete a file", "manifest"])
+def test_a_damaged_entry_is_deleted_and_the_step_trains(pipeline, caplog, damage):
+    pipeline("train.epochs=1")
+    first = train_files(pipeline.outputs)
+    [entry] = cache.entries(pipeline.outputs)
+    pipeline("train.epochs=2")
+    model = entry / "model.npz"
+    if damage == "flip a byte":
+        data = bytearray(model.read_bytes())
+        data[len(data) // 2] ^= 1
+        model.write_bytes(bytes(data))
+    elif damage == "truncate":
+        model.write_bytes(model.read_bytes()[:-10])
+    elif damage == "delete a file":
+        (entry / "history.csv").unlink()
+    else:
+        (entry / cache.MANIFEST).write_text("{")
+    with caplog.at_level(logging.WARNING):
+        pipeline("train.epochs=1")
+    assert "is damaged" in caplog.text and len(pipeline.trained) == 3
+    assert {k: v for k, v in train_files(pipeline.outputs).items() if k != "timing.json"} == \
+        {k: v for k, v in first.items() if k != "timing.json"}
+    # The entry was made again from the new training, and is whole.
+    assert cache.load(pipeline.outputs, "train", entry.name,
+                      {Path(name).stem: Path(name) for name in TRAIN_OUTS}) is not None
+
+
+def test_no_leftovers_and_the_cap_is_not_fingerprinted(pipeline, tmp_path, tiny_csvs):
+    pipeline("train.epochs=1")
+    params = make_params(tmp_path, *tiny_csvs, "train.hidden=8", "train.epochs=1",
+                         "cache.max_mb=7")
+    assert {st.state for name, st in runner.status(params) if name != "report"} == {"up to date"}
+    assert not list(cache.folder(pipeline.outputs).rglob(f"*{artifacts.TMP_SUFFIX}"))
+
+
+# --- the table ---
+
+def test_the_table_shows_only_what_changed_and_marks_the_best(pipeline):
+    pipeline("train.epochs=1")
+    pipeline("train.epochs=3", "train.lr=0.001")
+    pipeline("train.epochs=1")
+    rows = experiments.runs_table(logged(pipeline.outputs))
+    params = [c for c in rows[0] if "." in c]
+    assert params == ["train.epochs", "train.lr"]
+    assert [r["train.epochs"] for r in rows] == [1, 3, 1]
+    assert "params_file" not in rows[0] and "members" not in rows[0]
+    assert [r["restored"] for r in rows] == [False, False, True]
+    best = max(r["val_accuracy"] for r in rows)
+    assert [r["best"] for r in rows] == [r["val_accuracy"] == best for r in rows]
+    assert any(r["best"] for r in rows)
+    text = experiments.format_table(rows)
+    header = text.splitlines()[0].split()
+    assert header[:4] == ["run", "time", "train.epochs", "train.lr"]
+    assert "seed" not in header and "train.hidden" not in header
+    assert text.count("*") == sum(r["best"] for r in rows) + 1          # and the legend
+    assert experiments.format_csv(rows).splitlines()[0].split(",")[:4] == \
+        ["run", "time", "train.epochs", "train.lr"]
+
+
+def test_an_accuracy_not_held_out_is_never_the_best():
+    found = [{"run": 1, "params": {"train.all_rows": False}, "val_accuracy": 0.98},
+             {"run": 2, "params": {"train.all_rows": True}, "val_accuracy": 0.997,
+              "val_held_out": False}]
+    rows = experiments.runs_table(found)
+    assert [r["best"] for r in rows] == [True, False]
+    assert "not held out" in experiments.format_table(rows).splitlines()[2]
+
+
+# --- the commands ---
+
+def test_runs_restore_and_cache_from_the_command_line(tmp_path, tiny_csvs):
+    out = tmp_path / "out"
+    args = [f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
+            f"--set=outputs={out}", "--set=train.hidden=8"]
+    submissions = []
+    for epochs in (1, 2):
+        done = run_cli(*args, f"--set=train.epochs={epochs}")
+        assert done.returncode == 0, done.stderr
+        submissions.append((out / "submission.csv").read_bytes())
+    assert "upload it with `python run.py submit --kaggle \"your message\" --set" in done.stdout
+    table = run_cli("runs", *args)
+    assert table.returncode == 0 and table.stdout.splitlines()[0].split()[:3] == \
+        ["run", "time", "train.epochs"]
+    csv_ = run_cli("runs", "--csv", *args)
+    assert csv_.stdout.splitlines()[0].startswith("run,time,train.epochs,val_accuracy")
+    assert len(csv_.stdout.splitlines()) == 3
+
+    back = run_cli("restore", "1", *args, "--set=train.epochs=2")
+    assert back.returncode == 0, back.stderr
+    assert "train: restoring from the run cache" in back.stdout
+    assert (out / "submission.csv").read_bytes() == submissions[0]
+    assert "--set train.epochs=1`" in back.stdout.splitlines()[-1]       # the upload command
+    assert "restored" in run_cli("runs", *args).stdout.splitlines()[3]
+
+    assert run_cli("cache", "clear", *args).stdout.startswith("cache: removed 2 entries")
+    refused = run_cli("restore", "2", *args)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert refused.stderr.startswith("error: run 2 cannot be restored: its model is no longer "
+                                     "in the run cache")
+    retrain = refused.stderr.split("retrain it with `")[1].rstrip("`\n")
+    assert retrain.endswith("--set train.epochs=2")
+    again = subprocess.run(retrain.replace("python run.py", f"{sys.executable} run.py", 1),
+                           shell=True, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert (out / "submission.csv").read_bytes() == submissions[1]
+
+    for words, message in [(["restore", "9"], "error: restore: no run 9 in "),
+                           (["restore"], "error: restore: expected one run number"),
+                           (["cache", "empty"], "error: cache: expected `python run.py cache`"),
+                           (["train", "--csv"], "error: --csv is for `python run.py runs --csv`")]:
+        wrong = run_cli(*words, *args)
+        assert wrong.returncode == 1 and wrong.stderr.startswith(message), wrong.stderr
+
+
+def test_restore_refuses_a_run_whose_code_changed_since(tmp_path, tiny_csvs, monkeypatch, capsys):
+    args = [f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
+            f"--set=outputs={tmp_path / 'out'}", "--set=train.hidden=8", "--quiet"]
+    assert cli.main([*args, "--set=train.epochs=1"]) == 0
+    assert cli.main([*args, "--set=train.epochs=2"]) == 0
+    real, trained = runner.loaded_code_hash, []
+    monkeypatch.setattr(runner, "loaded_code_hash",
+                        lambda mods: real(mods) + ("+edit" if "pipeline.train" in mods else ""))
+    monkeypatch.setattr(runner, "code_hash", runner.loaded_code_hash)
+    monkeypatch.setattr(train, "run", lambda *a, **k: trained.append(1))
+    capsys.readouterr()
+    assert cli.main(["restore", "1", *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: run 1 cannot be restored: the code or the data changed since "
+                          "it ran") and err.count("\n") == 1 and "--set train.epochs=1`" in err
+    assert trained == []
