@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import artifacts, metrics as metrics_mod, model, page as page_mod
+from pipeline import artifacts, experiments, metrics as metrics_mod, model, page as page_mod
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -229,14 +229,21 @@ def save_png(fig, path: Path) -> None:
 
 
 def index_html(scores: dict, history: dict[str, np.ndarray], figures: dict[str, str],
-               held_out: bool = True, panel: str = "") -> str:
+               held_out: bool = True, panel: str = "", sample: bool = False,
+               runs: tuple[list[str], list[list[str]]] | None = None) -> str:
     """The report page: headline metrics, the `panel` (page.panel's HTML, if any),
-    per-class scores, then every figure. `figures` maps a PNG's file name to its
-    heading; `held_out` is False when the networks were trained on the validation
-    rows too."""
+    per-class scores, every figure, then the table of runs (`runs`: a header and
+    rows of cells, as experiments.cells gives them). `figures` maps a PNG's file
+    name to its heading; `held_out` is False when the networks were trained on the
+    validation rows too; `sample` says the run used the bundled sample."""
     esc = html.escape
     epochs = int(history["epoch"].max())
-    headline = [("validation accuracy", f"{100 * scores['val_accuracy']:.2f}%"),
+    accuracy = f"{100 * scores['val_accuracy']:.2f}%"
+    if "val_accuracy_ci95" in scores:
+        ci = scores["val_accuracy_ci95"]
+        accuracy += (f" (95% interval {100 * ci['low']:.2f}-{100 * ci['high']:.2f}%; "
+                     f"{scores['val_errors']} of {scores['val_rows']} wrong)")
+    headline = [("validation accuracy", accuracy),
                 ("validation loss (cross-entropy)", f"{scores['val_loss']:.4f}"),
                 ("macro F1", f"{scores['macro_f1']:.4f}"),
                 ("validation images", str(scores["val_rows"])),
@@ -249,8 +256,18 @@ def index_html(scores: dict, history: dict[str, np.ndarray], figures: dict[str, 
     source = ("Scores on the validation rows held out from training (from metrics.json)."
               if held_out else "<strong>Not held out:</strong> the networks were trained on "
               "the validation rows too (train.all_rows), so these scores flatter them.")
+    if sample:
+        source = ("<strong>Made from the bundled sample</strong> (data/sample): a demo, not "
+                  "for upload. Put the competition's files in data/ and run again. " + source)
     figs = "".join(f'<h2>{esc(title)}</h2>\n<img src="{esc(name)}" alt="{esc(title)}">\n'
                    for name, title in figures.items())
+    if runs and runs[1]:
+        header = "".join(f"<th>{esc(h)}</th>" for h in runs[0])
+        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>\n"
+                       for row in runs[1])
+        figs += (f"<h2>Runs</h2>\n<p>Every training run in this outputs folder (`python run.py "
+                 f"runs`), newest last; * marks the best held-out accuracy.</p>\n"
+                 f"<table>\n<tr>{header}</tr>\n{body}</table>\n")
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -279,10 +296,11 @@ img {{ max-width: 100%; border: 1px solid #eee; }}
 """
 
 
-def run(inputs: dict, out: dict) -> None:
+def run(inputs: dict, out: dict, sample: bool = False, outputs: str | None = None) -> None:
     """Draw every figure and the index page. `inputs` maps history, train_metrics,
     model, val_x, val_y, val_probs, test_labels and metrics to paths; `out` maps each name in
-    FIGURES and `index` to its path."""
+    FIGURES and `index` to its path. `sample`: see `index_html`; the runs table is
+    the log of the `outputs` folder (if given) as it stands now."""
     history = read_history(inputs["history"])
     nets = model.load(inputs["model"])
     val_x = artifacts.load_array(inputs["val_x"], "preprocess")       # (N_val, 784) float32
@@ -308,7 +326,8 @@ def run(inputs: dict, out: dict) -> None:
         save_png(fig, out[name])
     held_out = artifacts.load_json(inputs["train_metrics"], "train").get("val_held_out", True)
     panel = page_mod.panel(nets[page_mod.MEMBER], len(nets))
+    runs = experiments.cells(experiments.load_table(outputs)) if outputs else None
     page = index_html(scores, history, {out[n].name: FIGURES[n] for n in FIGURES}, held_out,
-                      panel)
+                      panel, sample, runs)
     artifacts.write_text(out["index"], page)
     log.info("report: %s", out["index"])

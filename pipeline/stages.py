@@ -115,12 +115,12 @@ STEPS: tuple[Step, ...] = (
          run=lambda p, d, o: submit.run(d["test_labels"], o["submission"])),
     # Last, so that a failure drawing figures never holds back the submission.
     Step("report", "report", (), code("report", "metrics", "model", "network", "page", "image",
-                                      "preprocess"),
+                                      "preprocess", "experiments", "cache"),
          deps=lambda p: {"history": _train(p)["history"], "model": _train(p)["model"],
                          "train_metrics": _train(p)["metrics"],
                          "val_x": _pre_train(p)["val_x"], "val_y": _pre_train(p)["val_y"],
                          "val_probs": _predict(p)["val_probs"],
                          "test_labels": _predict(p)["test_labels"], "metrics": metrics_path(p)},
          outs=_report,
-         run=lambda p, d, o: report.run(d, o)),
+         run=lambda p, d, o: report.run(d, o, sample=_data(p)[2], outputs=p["outputs"])),
 )

@@ -31,6 +31,8 @@ def test_runs_on_the_bundled_sample_and_says_so(sample_run):
         f"submission: {out / 'submission.csv'} (the bundled sample: a demo, not for upload)",
         f"report: {out / 'report' / 'index.html'} (open it in a browser)"]
     assert closing[3].startswith("next: put Kaggle's train.csv and test.csv, or ")
+    page = (out / "report" / "index.html").read_text()
+    assert "Made from the bundled sample" in page and "<h2>Runs</h2>" in page
 
 
 def test_a_sample_run_never_touches_outputs_made_from_real_data(tmp_path):

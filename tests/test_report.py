@@ -98,3 +98,21 @@ def test_the_page_says_when_the_scores_are_not_held_out(rng):
     assert "held out from training" in held and "Not held out" not in held
     assert "Not held out" in trained_on
     assert "A &lt;figure&gt;" in held and f"{100 * scores['val_accuracy']:.2f}%" in held
+
+
+def test_the_page_gives_the_interval_marks_a_demo_and_lists_the_runs(rng):
+    from pipeline import metrics
+    y = rng.integers(0, 10, 50)
+    probs = rng.random((50, 10)).astype(np.float32)
+    scores = metrics.summary(probs / probs.sum(axis=1, keepdims=True), y)
+    history = {"epoch": np.array([1.0, 2.0])}
+    ci = scores["val_accuracy_ci95"]
+    plain = report.index_html(scores, history, {})
+    assert (f"(95% interval {100 * ci['low']:.2f}-{100 * ci['high']:.2f}%; "
+            f"{scores['val_errors']} of 50 wrong)") in plain
+    assert "bundled sample" not in plain and "<h2>Runs</h2>" not in plain
+    runs = (["run", "epochs"], [["1", "15"], ["2", "<20>"]])
+    page = report.index_html(scores, history, {}, sample=True, runs=runs)
+    assert "Made from the bundled sample</strong> (data/sample): a demo, not for upload" in page
+    assert "<h2>Runs</h2>" in page and "<tr><th>run</th><th>epochs</th></tr>" in page
+    assert "<tr><td>2</td><td>&lt;20&gt;</td></tr>" in page
