@@ -229,6 +229,7 @@ def translate(images: np.ndarray, shifts: np.ndarray, side: int,
             if k:
                 target += term
     out = np.empty_like(images) if out is None else out
-    out.reshape(n, side, side)[:] = scratch.along_y[:n].reshape(n, wide, wide)[:, m:m + side,
-                                                                                m:m + side]
+    field = out.view()
+    field.shape = (n, side, side)          # a view of out, or an error, never a copy
+    field[:] = scratch.along_y[:n].reshape(n, wide, wide)[:, m:m + side, m:m + side]
     return out

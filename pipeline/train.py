@@ -299,11 +299,11 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
                 def on_progress(now: checkpoint.Progress) -> None:
                     checkpoint.save(saved_at, stamp, done, now)
 
-                # Overflow on the way to divergence would print NumPy warnings before
-                # fit's error.
                 student = dict(teacher=soft_targets(nets, distill_temperature),
                                temperature=distill_temperature,
                                distill_weight=distill_weight) if k == members else {}
+                # Overflow on the way to divergence would print NumPy warnings before
+                # fit's error.
                 with np.errstate(over="ignore", invalid="ignore"):
                     params, rows = fit(
                         X, y, X_val, y_val, rng=np.random.default_rng([seed, 2, k]),
