@@ -2,8 +2,8 @@
 run stopped by Ctrl-C, a kill or a power cut goes on from its last complete epoch
 and ends with the same model, bit for bit, as a run never stopped.
 
-One file, written atomically at the end of every epoch and deleted when the stage
-completes. It is only used by a run with the same key: the same settings, the same
+One file, written atomically at the end of every epoch and deleted once the stage's
+outputs are recorded (by the runner: `Step.scratch`). It is only used by a run with the same key: the same settings, the same
 input files and the same code, as loaded by this process.
 """
 from __future__ import annotations
@@ -84,7 +84,3 @@ def load(path: Path, stamp: str) -> tuple[list[tuple[np.ndarray, list[dict]]], P
         return None
     return done, current
 
-
-def remove(path: Path) -> None:
-    """Delete the checkpoint, if any: the stage has completed."""
-    path.unlink(missing_ok=True)

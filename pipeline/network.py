@@ -103,7 +103,9 @@ def loss(params: dict, X: np.ndarray, y: np.ndarray, l2: float,
     hard = cross_entropy(probs, y)
     if targets is None:
         return hard + l2_penalty(params, l2)
-    soft = -float((targets * np.log(soften(probs, temperature))).sum(axis=1).mean())
+    # A probability that rounded to 0 would give 0 * -inf = NaN; the floor avoids it.
+    softened = np.maximum(soften(probs, temperature), np.finfo(probs.dtype).tiny)
+    soft = -float((targets * np.log(softened)).sum(axis=1).mean())
     return (1 - weight) * hard + weight * temperature ** 2 * soft + l2_penalty(params, l2)
 
 

@@ -24,7 +24,7 @@ class RMSprop:
     steps (a schedule does that). `params` and `grads` are arrays of one shape:
     the buffers of `network.pack` update every parameter with one NumPy call per
     operation. Updates are in place, through one scratch buffer, so a step
-    allocates nothing.
+    allocates nothing but the flush's mask, every FLUSH_EVERY steps.
 
     No value is left subnormal. A weight whose only gradient is its L2 term (one
     of a pixel that is blank in every training image) is pushed toward zero in
@@ -35,8 +35,8 @@ class RMSprop:
     down), and the matrix products read every weight. So every FLUSH_EVERY steps,
     and on `flush`, subnormal weights and averages are set to exactly zero, where
     an unused weight then stays: what a CPU's flush-to-zero mode does, but
-    deterministic, the same on every CPU and in every thread, and at a cost of
-    about a microsecond a step.
+    deterministic, the same on every CPU and in every thread, for one masked pass
+    every FLUSH_EVERY steps (a few microseconds a step).
     """
 
     def __init__(self, params: np.ndarray, lr: float, decay: float = 0.9, eps: float = 1e-8,

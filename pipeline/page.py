@@ -353,8 +353,10 @@ SCRIPT = r"""
     const step = Math.max(1, Math.floor(Math.max(w, h) / 300));
     const sw = Math.ceil(w / step), sh = Math.ceil(h / step);
     let solid = {data: new Float32Array(sw * sh), w: sw, h: sh};
-    for (let y = 0; y < sh; y++) {
-      for (let x = 0; x < sw; x++) solid.data[y * sw + x] = data[y * step * w + x * step] > 0;
+    for (let y = 0; y < h; y++) {          // a copy's pixel: does its step x step block hold ink?
+      for (let x = 0; x < w; x++) {
+        if (data[y * w + x] > 0) solid.data[Math.floor(y / step) * sw + Math.floor(x / step)] = 1;
+      }
     }
     const k = Math.floor(Math.min(sw, sh) / 100);
     if (k > 1) {

@@ -266,7 +266,8 @@ def index_html(scores: dict, history: dict[str, np.ndarray], figures: dict[str, 
         body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>\n"
                        for row in runs[1])
         figs += (f"<h2>Runs</h2>\n<p>Every training run in this outputs folder (`python run.py "
-                 f"runs`), newest last; * marks the best held-out accuracy.</p>\n"
+                 f"runs`), newest last, as the log stood when this page was drawn; * marks "
+                 f"the best held-out accuracy.</p>\n"
                  f"<table>\n<tr>{header}</tr>\n{body}</table>\n")
     return f"""<!DOCTYPE html>
 <html lang="en">

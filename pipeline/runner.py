@@ -248,6 +248,8 @@ class Runner:
                             self.params["cache.max_mb"])
             artifacts.write_json(record_path(self.params, step), record)
             self.records[step.name] = record
+            for path in step.scratch(self.params):     # not before: a kill would lose it
+                path.unlink(missing_ok=True)
             if self.journal is not None:
                 self.journal.step_done(self.params, step.name, record, self.records,
                                        step.name in restored)

@@ -27,6 +27,8 @@ class Step:
     deps: Callable[[dict], dict[str, Path]]         # params -> named input files
     outs: Callable[[dict], dict[str, Path]]         # params -> named output files
     run: Callable[[dict, dict, dict], None]         # (params, deps, outs) -> None
+    # Files the step keeps while it runs (train's checkpoint), deleted once it is recorded.
+    scratch: Callable[[dict], list[Path]] = lambda params: []
 
 
 def code(*modules: str) -> tuple[str, ...]:
@@ -101,7 +103,8 @@ STEPS: tuple[Step, ...] = (
          code("train", "network", "optim", "augment", "schedule", "checkpoint", "metrics"),
          deps=_pre_train,
          outs=_train,
-         run=lambda p, d, o: train.run(d, o, seed=p["seed"], **section(p, "train"))),
+         run=lambda p, d, o: train.run(d, o, seed=p["seed"], **section(p, "train")),
+         scratch=lambda p: [train.checkpoint_path(_train(p)["model"])]),
     Step("predict", "predict", ("predict.batch_size",),
          code("predict", "model", "network", "metrics"),
          deps=lambda p: {"model": _train(p)["model"], "train_metrics": _train(p)["metrics"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -173,6 +174,11 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
     return params, history
 
 
+def checkpoint_path(model: Path) -> Path:
+    """Where training keeps its checkpoint: beside the model."""
+    return Path(model).with_name("checkpoint.npz")
+
+
 def soft_targets(nets: list[dict], temperature: float) -> Callable[[np.ndarray], np.ndarray]:
     """The teacher for distillation: images (N, 784) -> the mean over `nets` of
     their outputs softened at `temperature`, (N, 10)."""
@@ -249,7 +255,8 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
     accuracy in one network's weights and time.
     Only timing holds wall-clock times: a retrain that reproduces the weights leaves
     the files that later steps read byte for byte the same. After each epoch, a
-    checkpoint beside the model lets a stopped run go on from there.
+    checkpoint beside the model lets a stopped run go on from there; the runner
+    deletes it once the outputs are recorded.
     """
     settings = {k: v for k, v in locals().items() if k not in ("inputs", "out")}
     if all_rows and (keep_best or patience):
@@ -278,7 +285,7 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
                    patience=patience)
     networks = members + (1 if distill_temperature else 0)      # the student comes last
     started = time.perf_counter()
-    saved_at = out["model"].with_name("checkpoint.npz")
+    saved_at = checkpoint_path(out["model"])
     stamp = checkpoint.key(settings, inputs)
     done, resume = checkpoint.load(saved_at, stamp) or ([], None)
     if resume is not None:
@@ -332,10 +339,14 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
                     "so the validation accuracy (%.2f%%) is not held out", 100 * val_accuracy)
     cv = None
     if cv_folds:
+        # keep_best and patience would choose each fold's epoch on the rows it is
+        # scored on: the folds train all the epochs.
+        fold_options = {**options, "keep_best": False, "patience": 0}
+
         def train_one(i, X_fit, y_fit, X_held, y_held):
             with np.errstate(over="ignore", invalid="ignore"):
                 params, _ = fit(X_fit, y_fit, X_held, y_held,
-                                rng=np.random.default_rng([seed, 3, i]), **options)
+                                rng=np.random.default_rng([seed, 3, i]), **fold_options)
             log.info("train: cross-validation, fold %d of %d trained", i + 1, cv_folds)
             return params
 
@@ -367,4 +378,3 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
         "epoch_seconds": [[round(r["seconds"], 6) for r in history if r["member"] == k]
                           for k in range(networks)],
     })
-    checkpoint.remove(saved_at)

@@ -219,3 +219,14 @@ def test_photos_under_uneven_light_on_tinted_paper_look_like_the_digit(tmp_path)
         for i, digit in enumerate(digits)]
     # 0.80-0.99 here, mean 0.94; 0.13-0.79, mean 0.52, with the paper judged at the border.
     assert min(scores) > 0.75 and np.mean(scores) > 0.9, scores
+
+
+def test_a_hairline_on_a_large_page_is_found(tmp_path):
+    """A one-pixel stroke on a 1200-pixel page falls between the pixels of any
+    subsampled copy: the ink box must still find it (a 1 drawn with a fine pen)."""
+    page = np.full((1200, 1200), 255, np.uint8)
+    page[100:1100, 601] = 0
+    Image.fromarray(page).save(tmp_path / "hairline.png")
+    pixels = image.prepare(image.read_grey(tmp_path / "hairline.png")).reshape(28, 28)
+    columns = np.flatnonzero(pixels.sum(axis=0))
+    assert pixels.sum() > 10 and len(columns) <= 4 and 12 <= columns.mean() <= 16

@@ -9,6 +9,7 @@ them they skip. Run with `-s` to see the page's load time and the screenshot's p
 import base64
 import json
 import math
+import os
 import re
 import shutil
 import tempfile
@@ -86,6 +87,8 @@ def _missing() -> str | None:
 def browser():
     """Headless Chromium through chromedriver, both Debian's: nothing is downloaded."""
     reason = _missing()
+    if reason and os.environ.get("REQUIRE_BROWSER"):
+        pytest.fail(f"REQUIRE_BROWSER is set, but {reason}")     # CI: the page must be tested
     if reason:
         pytest.skip(reason)
     from selenium import webdriver

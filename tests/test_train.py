@@ -186,6 +186,9 @@ def test_params_best_is_complete_and_differs_only_in_train():
     changed = {k for k in default if best[k] != default[k]}
     assert changed and all(k.startswith("train.") for k in changed)
     assert best["train.members"] > 1 and best["train.elastic_alpha"] > 0
+    # params-single.yaml is params-best.yaml distilled into one network, nothing else.
+    single = params_mod.load(ROOT / "params-single.yaml")
+    assert {k for k in best if single[k] != best[k]} == {"train.distill_temperature"}
 
 
 def test_training_leaves_no_subnormal_weight_or_state(monkeypatch, tmp_path):
