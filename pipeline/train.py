@@ -174,6 +174,71 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
     return params, history
 
 
+def train_networks(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+                   seed: int, networks: int, members: int, options: dict, student: dict,
+                   saved_at: Path, stamp: str) -> tuple[list[dict], list[dict]]:
+    """Train `networks` networks with fit's `options`, network k from the seed
+    [seed, 2, k]; when there are more than `members`, the last is a student of the
+    members (`student`: fit's temperature and distill_weight). After each epoch,
+    the checkpoint at `saved_at` (key `stamp`) records where training stands, and
+    a run stopped midway goes on from there. Returns (params of each, the history
+    rows of all, each with its `member`)."""
+    done, resume = checkpoint.load(saved_at, stamp) or ([], None)
+    if resume is not None:
+        log.info("train: resuming from the checkpoint after epoch %d of member %d",
+                 resume.epoch, len(done) + 1)
+    nets, history = [], []
+    # A bar on a terminal, else log lines; closed even when training fails.
+    with progress.Epochs(options["epochs"], networks) as shown:
+        for k in range(networks):
+            if k < len(done):                   # finished before the run was stopped
+                flat, rows = done[k]
+                params = network.views(flat, network.shapes(X.shape[1], options["hidden"], 10))
+            else:
+                def on_epoch(row: dict, k: int = k) -> None:
+                    row.update(member=k, members=networks)
+                    shown(row)
+
+                def on_progress(now: checkpoint.Progress) -> None:
+                    checkpoint.save(saved_at, stamp, done, now)
+
+                teach = dict(teacher=soft_targets(nets, student["temperature"]),
+                             **student) if k == members else {}
+                # Overflow on the way to divergence would print NumPy warnings before
+                # fit's error.
+                with np.errstate(over="ignore", invalid="ignore"):
+                    params, rows = fit(
+                        X, y, X_val, y_val, rng=np.random.default_rng([seed, 2, k]),
+                        on_epoch=on_epoch, resume=resume if k == len(done) else None,
+                        on_progress=on_progress, **options, **teach)
+                done.append((network.pack(params)[0], rows))
+            nets.append(params)
+            history += rows
+    return nets, history
+
+
+def cross_validation(X: np.ndarray, y: np.ndarray, k: int, seed: int, options: dict) -> dict:
+    """`cross_validate` of one network trained with fit's `options` on all labelled
+    rows X (N, 784), y (N,), fold i's network from the seed [seed, 3, i]. The folds
+    train all the epochs: keep_best and patience would choose each fold's epoch on
+    the rows it is scored on."""
+    fold_options = {**options, "keep_best": False, "patience": 0}
+
+    def train_one(i, X_fit, y_fit, X_held, y_held):
+        with np.errstate(over="ignore", invalid="ignore"):
+            params, _ = fit(X_fit, y_fit, X_held, y_held,
+                            rng=np.random.default_rng([seed, 3, i]), **fold_options)
+        log.info("train: cross-validation, fold %d of %d trained", i + 1, k)
+        return params
+
+    cv = cross_validate(X, y, k, np.random.default_rng([seed, 3]), train_one)
+    log.info("train: %d-fold cross-validation: %.2f%% +- %.2f (mean and standard deviation "
+             "of the folds); %.2f%% over all %d rows (95%% interval %.2f-%.2f%%)", k,
+             100 * cv["mean"], 100 * cv["std"], 100 * cv["accuracy"], cv["rows"],
+             100 * cv["accuracy_ci95"]["low"], 100 * cv["accuracy_ci95"]["high"])
+    return cv
+
+
 def checkpoint_path(model: Path) -> Path:
     """Where training keeps its checkpoint: beside the model."""
     return Path(model).with_name("checkpoint.npz")
@@ -285,41 +350,11 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
                    patience=patience)
     networks = members + (1 if distill_temperature else 0)      # the student comes last
     started = time.perf_counter()
-    saved_at = checkpoint_path(out["model"])
-    stamp = checkpoint.key(settings, inputs)
-    done, resume = checkpoint.load(saved_at, stamp) or ([], None)
-    if resume is not None:
-        log.info("train: resuming from the checkpoint after epoch %d of member %d",
-                 resume.epoch, len(done) + 1)
-    nets, history, val_probs = [], [], []
-    # A bar on a terminal, else log lines; closed even when training fails.
-    with progress.Epochs(epochs, networks) as shown:
-        for k in range(networks):
-            if k < len(done):                   # finished before the run was stopped
-                flat, rows = done[k]
-                params = network.views(flat, network.shapes(X.shape[1], hidden, 10))
-            else:
-                def on_epoch(row: dict, k: int = k) -> None:
-                    row.update(member=k, members=networks)
-                    shown(row)
-
-                def on_progress(now: checkpoint.Progress) -> None:
-                    checkpoint.save(saved_at, stamp, done, now)
-
-                student = dict(teacher=soft_targets(nets, distill_temperature),
-                               temperature=distill_temperature,
-                               distill_weight=distill_weight) if k == members else {}
-                # Overflow on the way to divergence would print NumPy warnings before
-                # fit's error.
-                with np.errstate(over="ignore", invalid="ignore"):
-                    params, rows = fit(
-                        X, y, X_val, y_val, rng=np.random.default_rng([seed, 2, k]),
-                        on_epoch=on_epoch, resume=resume if k == len(done) else None,
-                        on_progress=on_progress, **options, **student)
-                done.append((network.pack(params)[0], rows))
-            nets.append(params)
-            history += rows
-            val_probs.append(network.predict_proba(params, X_val))
+    student = dict(temperature=distill_temperature, distill_weight=distill_weight)
+    nets, history = train_networks(X, y, X_val, y_val, seed, networks, members, options,
+                                   student, checkpoint_path(out["model"]),
+                                   checkpoint.key(settings, inputs))
+    val_probs = [network.predict_proba(params, X_val) for params in nets]
     accuracy = [float((p.argmax(axis=1) == y_val).mean()) for p in val_probs]
     ensemble = np.mean(val_probs[:members], axis=0)                # (N_val, 10)
     val_accuracy = float((ensemble.argmax(axis=1) == y_val).mean())
@@ -337,24 +372,7 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
     if all_rows:
         log.warning("train.all_rows=true: the networks were trained on the validation rows, "
                     "so the validation accuracy (%.2f%%) is not held out", 100 * val_accuracy)
-    cv = None
-    if cv_folds:
-        # keep_best and patience would choose each fold's epoch on the rows it is
-        # scored on: the folds train all the epochs.
-        fold_options = {**options, "keep_best": False, "patience": 0}
-
-        def train_one(i, X_fit, y_fit, X_held, y_held):
-            with np.errstate(over="ignore", invalid="ignore"):
-                params, _ = fit(X_fit, y_fit, X_held, y_held,
-                                rng=np.random.default_rng([seed, 3, i]), **fold_options)
-            log.info("train: cross-validation, fold %d of %d trained", i + 1, cv_folds)
-            return params
-
-        cv = cross_validate(*labelled, cv_folds, np.random.default_rng([seed, 3]), train_one)
-        log.info("train: %d-fold cross-validation: %.2f%% +- %.2f (mean and standard deviation "
-                 "of the folds); %.2f%% over all %d rows (95%% interval %.2f-%.2f%%)", cv_folds,
-                 100 * cv["mean"], 100 * cv["std"], 100 * cv["accuracy"], cv["rows"],
-                 100 * cv["accuracy_ci95"]["low"], 100 * cv["accuracy_ci95"]["high"])
+    cv = cross_validation(*labelled, cv_folds, seed, options) if cv_folds else None
     kept = [best_epoch([r for r in history if r["member"] == k]) if keep_best
             else max(r["epoch"] for r in history if r["member"] == k)
             for k in range(networks)][-len(nets):]
