@@ -61,7 +61,8 @@ def test_flushes_every_flush_every_steps():
     opt = RMSprop(p, lr=0.0, flush_every=3)
     opt.mean_sq[:] = [1e-40, 1.0]
     zero = np.zeros(2, np.float32)
-    for expected in (1, 1, 0):
+    for steps, expected in ((1, 1), (2, 1), (3, 0)):
         opt.step(p, zero)
+        assert opt.steps == steps                         # checkpoints save this count
         assert optim.count_subnormal(p) == expected
     assert optim.count_subnormal(opt.mean_sq) == 0 and p[1] == 0.5
