@@ -3,7 +3,7 @@ each module of its code makes it stale when changed; anything else leaves it up 
 
 What each step reads is written here independently of `pipeline/stages.py`, which is
 what is being checked: the params from the signatures of the stage functions, the
-input files from README's table of stages, the code from the modules each stage's
+input files from docs/pipeline.md's table of stages, the code from the modules each stage's
 module imports. The pipeline runs once on tiny data; each test makes its change,
 asks `runner.status` and undoes the change. (Not cached across tests: mutmut runs only
 the tests that themselves reach the runner's code.)
@@ -37,7 +37,7 @@ READS["predict"] = {"predict.batch_size"}
 PLACES = {"outputs", "data.train", "data.test", "data.sample"}
 VALUES = sorted(set(params_mod.SCHEMA) - PLACES)
 
-# Input files, relative to the folder holding data/ and outputs/ (README, Stages).
+# Input files, relative to the folder holding data/ and outputs/ (docs/pipeline.md, Stages and artifacts).
 INGEST = "outputs/ingest/"
 PRE = "outputs/preprocess/"
 DEPS = {
@@ -337,7 +337,7 @@ def test_record_files_are_named_apart_and_portably(built):
 
 
 def test_unchanged_files_are_not_read_again(built, monkeypatch):
-    # README, Rerunning: files whose size and modification time match are not hashed.
+    # docs/pipeline.md, Rerunning: files whose size and modification time match are not hashed.
     from pipeline import artifacts
     def never(path):
         raise AssertionError(f"{path} was hashed again")
