@@ -119,8 +119,10 @@ class Scratch:
     """
 
     def __init__(self, n: int, side: int, dtype: np.dtype = np.float32):
-        pad = side + 2
-        self.framed = np.zeros((n, pad, pad), dtype)             # a zero border of one pixel
+        pad = side + 3
+        # Zeros around each image: one pixel before it, two after, so that every point
+        # from -1 to side has its 2x2 cell inside the frame.
+        self.framed = np.zeros((n, pad, pad), dtype)
         self.points = np.empty((2 * n, side * side), np.float32)
         self.fraction = np.empty((2, n, side * side), np.float32)
         self.corner = np.empty((2, n, side * side), np.float32)
@@ -137,13 +139,13 @@ def warp(images: np.ndarray, points: np.ndarray, side: int,
     the image reads zero. A grid of whole pixels returns the images unchanged.
     `scratch` holds the temporaries (Scratch(N, side) when None).
     """
-    n, pad = len(images), side + 2
+    n, pad = len(images), side + 3
     scratch = scratch or Scratch(n, side, images.dtype)
     framed = scratch.framed[:n]
-    framed[:, 1:-1, 1:-1] = images.reshape(n, side, side)
+    framed[:, 1:side + 1, 1:side + 1] = images.reshape(n, side, side)
     flat = framed.ravel()
     # Clipped so that the 2x2 cell around each point stays inside the frame.
-    xy = np.clip(points, -1, side - 0.001, out=scratch.fraction[:, :n])
+    xy = np.clip(points, -1, side, out=scratch.fraction[:, :n])
     corner = np.floor(xy, out=scratch.corner[:, :n])
     xy -= corner                                                  # fractions, in [0, 1)
     fx, fy = xy

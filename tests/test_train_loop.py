@@ -523,16 +523,9 @@ def test_points_moved_part_way_out_read_the_image_and_then_zeros(dx, dy):
 
 
 @pytest.mark.parametrize("dx,dy", [(40, 0), (0, 40), (40, 40), (28, 0)])
-def test_points_right_of_or_below_the_image_read_next_to_nothing(dx, dy):
-    # Not exactly zero: warp clips points to side - 0.001, which keeps 0.1% of the
-    # edge pixel (see the strict xfail below); nothing of other rows or images.
-    assert far_outside(dx, dy).max() <= 1.001e-3
-
-
-@pytest.mark.xfail(strict=True, reason="warp clips points to side - 0.001, so a point past "
-                   "the right or bottom edge reads 0.1% of the edge pixel instead of zero")
-def test_points_right_of_the_image_read_exactly_zero():
-    np.testing.assert_array_equal(far_outside(40, 0), 0)
+def test_points_right_of_or_below_the_image_read_exactly_zero(dx, dy):
+    # Nothing of the edge pixel, of other rows or of other images.
+    np.testing.assert_array_equal(far_outside(dx, dy), 0)
 
 
 def test_fit_keeps_float32_weights():
