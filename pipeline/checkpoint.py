@@ -3,8 +3,9 @@ run stopped by Ctrl-C, a kill or a power cut goes on from its last complete epoc
 and ends with the same model, bit for bit, as a run never stopped.
 
 One file, written atomically at the end of every epoch and deleted once the stage's
-outputs are recorded (by the runner: `Step.scratch`). It is only used by a run with the same key: the same settings, the same
-input files and the same code, as loaded by this process.
+outputs are recorded (by the runner: `Step.scratch`). It is only used by a run with
+the same key: the same settings, the same input files and the same code, as loaded
+by this process.
 """
 from __future__ import annotations
 

@@ -209,7 +209,8 @@ def load_model(model_path: Path) -> list[dict]:
 
 
 def top_classes(nets: list[dict], prepared: list[np.ndarray | PipelineError],
-                batch_size: int = 4096, k: int = 3) -> list[list[tuple[int, float]] | PipelineError]:
+                batch_size: int = 4096,
+                k: int = 3) -> list[list[tuple[int, float]] | PipelineError]:
     """The `k` likeliest (class, probability) pairs for each prepared image; errors
     are passed through."""
     results = list(prepared)

@@ -30,9 +30,9 @@ class RMSprop:
     of a pixel that is blank in every training image) is pushed toward zero in
     steps of about lr, whatever the gradient's size, so it overshoots, shrinks
     into float32's subnormal range within a few hundred steps, and stays there:
-    its L2 gradient is then too small to move it out. So does its running average. Intel cores run every
-    operation on a subnormal about a hundred times slower (AMD's barely slow
-    down), and the matrix products read every weight. So every FLUSH_EVERY steps,
+    its L2 gradient is then too small to move it out. So does its running average.
+    Intel cores run every operation on a subnormal about a hundred times slower
+    (AMD's barely slow down), and the matrix products read every weight. So every FLUSH_EVERY steps,
     and on `flush`, subnormal weights and averages are set to exactly zero, where
     an unused weight then stays: what a CPU's flush-to-zero mode does, but
     deterministic, the same on every CPU and in every thread, for one masked pass

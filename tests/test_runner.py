@@ -1,5 +1,4 @@
 """Fingerprints: what reruns after a change, status, --force/--from, crash safety."""
-import os
 import shutil
 import signal
 import subprocess
