@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -42,6 +43,7 @@ import numpy as np
 
 from pipeline import ingest, network, optim, params as params_mod, preprocess, train
 from pipeline.augment import Augmenter
+from pipeline.settings import Train
 
 ROOT = Path(__file__).resolve().parents[1]
 KAGGLE = ROOT.parent / "shared" / "data" / "digit-recognizer"
@@ -342,11 +344,19 @@ def time_ingest(train_csv: Path, test_csv: Path) -> tuple[np.ndarray, np.ndarray
     return images, labels, test_images
 
 
-def augmenter(p: dict) -> Augmenter:
-    """The distortions a params dict asks for."""
-    return Augmenter(28, p["train.augment_shift"], p["train.augment_rotate"],
-                     p["train.augment_scale"], p["train.augment_shear"],
-                     p["train.elastic_alpha"], p["train.elastic_sigma"])
+def plain(cfg: Train) -> Train:
+    """cfg's network, batch size, RMSprop and L2 alone, as PyTorch runs them: a
+    constant rate, and no distortion, dropout, max-norm or epoch choice."""
+    return dataclasses.replace(cfg, schedule="constant", augment_shift=0.0, augment_rotate=0.0,
+                               augment_scale=0.0, augment_shear=0.0, elastic_alpha=0.0,
+                               input_dropout=0.0, max_norm=0.0, keep_best=False, patience=0)
+
+
+def distorted(cfg: Train, like: Train) -> Train:
+    """cfg with the distortions of `like` (its augment_* and elastic_* fields)."""
+    return dataclasses.replace(cfg, **{f.name: getattr(like, f.name)
+                                       for f in dataclasses.fields(like)
+                                       if f.name.startswith(("augment_", "elastic_"))})
 
 
 def augment_epoch(X: np.ndarray, distort: Augmenter, rng: np.random.Generator,
@@ -365,17 +375,18 @@ def subnormals(params: dict) -> str:
 
 
 def time_training(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
-                  hp: dict, repeats: int, torch, distortions: dict[str, Augmenter]
+                  hp: Train, repeats: int, torch, distortions: dict[str, Augmenter]
                   ) -> tuple[dict, dict[str, list[float]], dict]:
-    """Train `repeats` + 1 epochs with `train.fit`; after each, a matmul-only epoch,
+    """Train `repeats` + 1 epochs with `train.fit` and `hp` (`plain`, so that the
+    epochs are the work PyTorch does too); after each, a matmul-only epoch,
     each of `distortions` alone, and PyTorch epochs in its default and flush-denormal
     modes (when `torch` is given).
 
     Returns (the fitted params; seconds per epoch of "numpy", "matmul", each
     distortion, "torch" and "torch_ftz", the first round left out; the PyTorch
     networks by mode)."""
-    init = network.init_params(np.random.default_rng(0), X.shape[1], hp["hidden"], 10)
-    contenders = {mode: TorchNet(torch, init, hp["lr"], hp["rms_decay"], hp["eps"], hp["l2"])
+    init = network.init_params(np.random.default_rng(0), X.shape[1], hp.hidden, 10)
+    contenders = {mode: TorchNet(torch, init, hp.lr, hp.rms_decay, hp.eps, hp.l2)
                   for mode in ("torch", "torch_ftz")} if torch else {}
     torch_rng, aug_rng = np.random.default_rng(2), np.random.default_rng(4)
     times = {k: [] for k in ["numpy", "matmul", *distortions, *contenders]}
@@ -385,31 +396,31 @@ def time_training(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.nda
         # The pauses let one library's idle threads stop spinning before the next runs.
         took = {"numpy": history_row["seconds"]}
         time.sleep(PAUSE)
-        took["matmul"] = matmul_epoch(X, X_val, init, hp["batch_size"])
+        took["matmul"] = matmul_epoch(X, X_val, init, hp.batch_size)
         for name, distort in distortions.items():
             took[name] = augment_epoch(X, distort, aug_rng, scratch)
         for mode, net in contenders.items():
             time.sleep(PAUSE)
-            took[mode] = net.epoch(X, y, X_val, y_val, hp["batch_size"], torch_rng,
+            took[mode] = net.epoch(X, y, X_val, y_val, hp.batch_size, torch_rng,
                                    flush_denormal=mode == "torch_ftz")
         time.sleep(PAUSE)
         if history_row["epoch"] > 1:                     # the first round warms up
             for k, v in took.items():
                 times[k].append(v)
 
-    fitted, _ = train.fit(X, y, X_val, y_val, epochs=repeats + 1,
-                          rng=np.random.default_rng(1), on_epoch=between_epochs, **hp)
+    fitted, _ = train.fit(X, y, X_val, y_val, dataclasses.replace(hp, epochs=repeats + 1),
+                          rng=np.random.default_rng(1), on_epoch=between_epochs)
     return fitted, times, contenders
 
 
-def time_drift(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, hp: dict,
-               distort: Augmenter, epochs: int, window: int = 5) -> None:
-    """Train `epochs` distorted epochs and compare the first ones with the last: an
-    epoch that slows down as training goes on shows here (on an Intel Xeon, subnormal
-    weights slowed params-best.yaml's epochs from 1.6 s to 5.3 s over its 80)."""
+def time_drift(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, hp: Train,
+               epochs: int, window: int = 5) -> None:
+    """Train `epochs` epochs distorted as `hp` says and compare the first ones with the
+    last: an epoch that slows down as training goes on shows here (on an Intel Xeon,
+    subnormal weights slowed params-best.yaml's epochs from 1.6 s to 5.3 s over its 80)."""
     seconds = []
-    train.fit(X, y, X_val, y_val, epochs=epochs, rng=np.random.default_rng(5), augment=distort,
-              on_epoch=lambda r: seconds.append(r["seconds"]), **hp)
+    train.fit(X, y, X_val, y_val, dataclasses.replace(hp, epochs=epochs),
+              rng=np.random.default_rng(5), on_epoch=lambda r: seconds.append(r["seconds"]))
     window = max(1, min(window, epochs // 2))
     first, last = min(seconds[:window]), min(seconds[-window:])
     row(f"distorted epochs, first / last of {epochs}", f"{first:.3f} s / {last:.3f} s",
@@ -453,14 +464,15 @@ def report_training(times: dict[str, list[float]], gflop: float, rows: tuple[int
 
 
 def profile_epoch(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
-                  hp: dict, top: int = 8) -> None:
+                  hp: Train, top: int = 8) -> None:
     """Print where one `train.fit` epoch spends its time, by function (cProfile's own
     time; a matrix product counts to the function that calls it)."""
     import cProfile
     import pstats
 
     profiler = cProfile.Profile()
-    profiler.runcall(train.fit, X, y, X_val, y_val, epochs=1, rng=np.random.default_rng(3), **hp)
+    profiler.runcall(train.fit, X, y, X_val, y_val, dataclasses.replace(hp, epochs=1),
+                     rng=np.random.default_rng(3))
     stats = pstats.Stats(profiler).stats                # {(file, line, name): (.., tottime, ..)}
     total = sum(v[2] for v in stats.values())
     for (path, _, name), v in sorted(stats.items(), key=lambda kv: -kv[1][2])[:top]:
@@ -478,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
             import torch
             torch.set_num_threads(args.threads)
     p = params_mod.load(ROOT / "params.yaml")
-    hp = {k: p[f"train.{k}"] for k in ("hidden", "batch_size", "lr", "rms_decay", "eps", "l2")}
+    hp = plain(Train.of(p))
     env = {**os.environ, **{v: str(args.threads) for v in (
         "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
 
@@ -504,16 +516,16 @@ def main(argv: list[str] | None = None) -> int:
         X_test = preprocess.scale(test_images)
         del images, test_images
 
-        best_params = params_mod.load(ROOT / "params-best.yaml")
-        distortions = {"shifts (params.yaml)": augmenter(p),
-                       "distortions (params-best.yaml)": augmenter(best_params)}
+        best = Train.of(params_mod.load(ROOT / "params-best.yaml"))
+        distortions = {"shifts (params.yaml)": train.augmenter(Train.of(p), 28),
+                       "distortions (params-best.yaml)": train.augmenter(best, 28)}
         fitted, times, contenders = time_training(X, y, X_val, y_val, hp, args.repeats, torch,
                                                   distortions)
-        report_training(times, epoch_gflop(len(X), len(X_val), X.shape[1], hp["hidden"]),
-                        (len(X), len(X_val)), hp["batch_size"], args.threads, torch, fitted,
+        report_training(times, epoch_gflop(len(X), len(X_val), X.shape[1], hp.hidden),
+                        (len(X), len(X_val)), hp.batch_size, args.threads, torch, fitted,
                         contenders)
         if args.drift_epochs:
-            time_drift(X, y, X_val, y_val, hp, augmenter(best_params), args.drift_epochs)
+            time_drift(X, y, X_val, y_val, distorted(hp, best), args.drift_epochs)
         if torch is None and not args.no_torch:
             row("PyTorch comparison", "skipped",
                 "not installed: pip install -r requirements-bench.txt")

@@ -1,22 +1,24 @@
 """Loading, validating and overriding params.
 
-`params.yaml` holds every value; this module holds only what a value may be (its
-type and range), so there is one default per setting and it lives in the file.
-Params are handled as a flat dict of dotted keys ("train.lr") and nested again
-only for display.
+`params.yaml` holds every value; pipeline/settings.py says what a value may be (a
+field's type and range), so there is one default per setting and it lives in the
+file. This module reads the files, checks each value and names the file and line
+(or the --set) a bad one came from. Params are handled as a flat dict of dotted
+keys ("train.lr") and nested again only for display.
 """
 from __future__ import annotations
 
 import difflib
 import math
+import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal, Union, get_args, get_origin
 
 import yaml
 
+from pipeline import settings
 from pipeline.errors import PipelineError
-from pipeline.schedule import KINDS
 
 
 @dataclass(frozen=True)
@@ -30,55 +32,20 @@ class Spec:
     choices: tuple[str, ...] = ()
 
 
-def _positive(v):
-    return v > 0
+def _spec(kind: Any, metadata: dict) -> Spec:
+    """The Spec of a settings field of type `kind` (str | None: nullable; a Literal: a
+    choice) with `settings.rule`'s metadata."""
+    nullable = get_origin(kind) in (Union, types.UnionType) and type(None) in get_args(kind)
+    if nullable:
+        (kind,) = [k for k in get_args(kind) if k is not type(None)]
+    if get_origin(kind) is Literal:
+        return Spec("choice", nullable=nullable, choices=get_args(kind))
+    assert kind in (int, float, str, bool), f"no Spec for a field of type {kind}"
+    return Spec(kind.__name__, metadata.get("check"), metadata.get("expect", ""), nullable)
 
 
-def _non_negative(v):
-    return v >= 0
-
-
-def _open_unit(v):
-    return 0 < v < 1
-
-
-SCHEMA: dict[str, Spec] = {
-    "seed": Spec("int", _non_negative, "an integer >= 0"),
-    "outputs": Spec("str"),
-    "data.train": Spec("str"),
-    "data.test": Spec("str"),
-    "data.sample": Spec("str", nullable=True),
-    "preprocess.val_fraction": Spec("float", _open_unit, "a number in (0, 1)"),
-    "train.hidden": Spec("int", _positive, "an integer >= 1"),
-    "train.epochs": Spec("int", _positive, "an integer >= 1"),
-    "train.batch_size": Spec("int", _positive, "an integer >= 1"),
-    "train.lr": Spec("float", _positive, "a number > 0"),
-    "train.rms_decay": Spec("float", _open_unit, "a number in (0, 1)"),
-    "train.eps": Spec("float", _positive, "a number > 0"),
-    "train.l2": Spec("float", _non_negative, "a number >= 0"),
-    "train.schedule": Spec("choice", choices=KINDS),
-    "train.lr_min": Spec("float", _non_negative, "a number >= 0"),
-    "train.lr_step_epochs": Spec("int", _positive, "an integer >= 1"),
-    "train.lr_step_gamma": Spec("float", lambda v: 0 < v <= 1, "a number in (0, 1]"),
-    "train.augment_shift": Spec("float", _non_negative, "a number of pixels >= 0"),
-    "train.augment_rotate": Spec("float", lambda v: 0 <= v <= 180, "degrees in [0, 180]"),
-    "train.augment_scale": Spec("float", lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "train.augment_shear": Spec("float", lambda v: 0 <= v < 90, "degrees in [0, 90)"),
-    "train.elastic_alpha": Spec("float", _non_negative, "a number >= 0"),
-    "train.elastic_sigma": Spec("float", _positive, "a number of pixels > 0"),
-    "train.input_dropout": Spec("float", lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "train.max_norm": Spec("float", _non_negative, "a number >= 0 (0: no limit)"),
-    "train.keep_best": Spec("bool"),
-    "train.patience": Spec("int", _non_negative, "an integer >= 0 (0: no early stopping)"),
-    "train.members": Spec("int", _positive, "an integer >= 1"),
-    "train.all_rows": Spec("bool"),
-    "train.cv_folds": Spec("int", lambda v: v == 0 or v >= 2, "0 (off) or an integer >= 2"),
-    "train.distill_temperature": Spec("float", _non_negative, "a number >= 0 (0: off)"),
-    "train.distill_weight": Spec("float", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-    "predict.batch_size": Spec("int", _positive, "an integer >= 1"),
-    # Read by the run cache only, so no step's fingerprint holds it: it changes no output.
-    "cache.max_mb": Spec("float", _non_negative, "a number of megabytes >= 0 (0: no cache)"),
-}
+SCHEMA: dict[str, Spec] = {key: _spec(kind, metadata)
+                           for key, kind, metadata in settings.leaves()}
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -91,12 +58,6 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
         else:
             flat[dotted] = value
     return flat
-
-
-def section(params: dict[str, Any], name: str) -> dict[str, Any]:
-    """The keys under `name.` with the prefix removed: section(p, "train")["lr"]."""
-    prefix = name + "."
-    return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
 
 
 def _did_you_mean(key: str) -> str:
@@ -244,8 +205,9 @@ def load(path: str | Path, overrides: list[str] = (),
     of one machine, such as where its data is, kept out of git), apply `--set`
     overrides, and check every value.
 
-    Returns a flat dict {dotted key: value} holding exactly the keys of SCHEMA.
-    Messages name the file and line (or the --set) a bad value came from.
+    Returns a flat dict {dotted key: value} holding exactly the keys of SCHEMA
+    (`settings.of` makes typed settings of it). Messages name the file and line
+    (or the --set) a bad value came from.
     """
     path = Path(path)
     flat, origin = _read(path)
@@ -263,14 +225,10 @@ def load(path: str | Path, overrides: list[str] = (),
         raise PipelineError(f"{path}: expected every key of the default params.yaml, "
                             f"found no {', '.join(missing)}")
     checked = {key: _coerce(key, flat[key], origin[key]) for key in SCHEMA}
-    if checked["train.all_rows"] and (checked["train.keep_best"] or checked["train.patience"]):
-        # Caught here, not when training starts after ingest and preprocess have run.
-        raise PipelineError(
-            f"{origin['train.all_rows']}: train.all_rows=true trains on the validation rows, "
-            "so train.keep_best and train.patience cannot choose epochs on them: "
-            "expected keep_best false and patience 0")
-    if checked["train.lr_min"] > checked["train.lr"]:
-        raise PipelineError(
-            f"{origin['train.lr_min']}: train.lr_min must be at most train.lr "
-            f"({checked['train.lr']}), found {checked['train.lr_min']}")
+    # Built once to check what no single value shows, here rather than when training
+    # starts after ingest and preprocess have run.
+    problem = settings.of(checked).train.problem()
+    if problem:
+        key, message = problem
+        raise PipelineError(f"{origin[key]}: {message}")
     return checked

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-KINDS = ("constant", "step", "cosine")
+Kind = Literal["constant", "step", "cosine"]
+KINDS: tuple[str, ...] = get_args(Kind)
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,7 @@ class Schedule:
               (Loshchilov and Hutter, 2017, without restarts).
     """
 
-    kind: str
+    kind: Kind
     lr: float
     epochs: int
     lr_min: float = 0.0

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline import ingest, predict, preprocess, progress, report, submit, train
-from pipeline.params import SCHEMA, section
+from pipeline import ingest, predict, preprocess, progress, report, settings, submit, train
+from pipeline.params import SCHEMA
 
 STAGES = ("ingest", "preprocess", "train", "predict", "submit", "report")
 
@@ -100,10 +100,11 @@ STEPS: tuple[Step, ...] = (
          outs=_pre_test,
          run=lambda p, d, o: preprocess.run_test(d["test_images"], o["test_x"])),
     Step("train", "train", ("seed",) + TRAIN_KEYS,
-         code("train", "network", "optim", "augment", "schedule", "checkpoint", "metrics"),
+         code("train", "network", "optim", "augment", "schedule", "checkpoint", "metrics",
+              "settings"),
          deps=_pre_train,
          outs=_train,
-         run=lambda p, d, o: train.run(d, o, seed=p["seed"], **section(p, "train")),
+         run=lambda p, d, o: train.run(d, o, seed=p["seed"], cfg=settings.Train.of(p)),
          scratch=lambda p: [train.checkpoint_path(_train(p)["model"])]),
     Step("predict", "predict", ("predict.batch_size",),
          code("predict", "model", "network", "metrics"),

@@ -6,6 +6,7 @@ stacked on a leading axis, so predict can average their softmax outputs.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from pipeline.checkpoint import Progress
 from pipeline.errors import PipelineError
 from pipeline.optim import RMSprop
 from pipeline.schedule import Schedule
+from pipeline.settings import Train
 
 log = logging.getLogger(__name__)
 
@@ -50,27 +52,34 @@ def best_epoch(history: list[dict]) -> int:
     return max(history, key=lambda row: (row["val_accuracy"], -row["epoch"]))["epoch"]
 
 
-def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
-        hidden: int, epochs: int, batch_size: int, lr: float, rms_decay: float, eps: float,
-        l2: float, rng: np.random.Generator,
-        schedule: Callable[[float], float] | None = None,
-        augment: Augmenter | None = None, input_dropout: float = 0.0, max_norm: float = 0.0,
-        keep_best: bool = False, patience: int = 0,
-        on_epoch: Callable[[dict], None] | None = None, resume: Progress | None = None,
-        on_progress: Callable[[Progress], None] | None = None,
-        teacher: Callable[[np.ndarray], np.ndarray] | None = None, temperature: float = 1.0,
-        distill_weight: float = 0.0) -> tuple[dict, list[dict]]:
-    """Train one network on X (N, 784) float32 with integer labels y (N,).
+def augmenter(cfg: Train, side: int) -> Augmenter:
+    """The distortions cfg's augment_* and elastic_* fields ask for, of images of
+    `side` x `side` pixels (`active` is False when all are off)."""
+    return Augmenter(side, cfg.augment_shift, cfg.augment_rotate, cfg.augment_scale,
+                     cfg.augment_shear, cfg.elastic_alpha, cfg.elastic_sigma)
 
-    schedule maps progress in epochs to the learning rate (lr throughout when None);
-    augment distorts the images afresh each epoch; input_dropout drops input pixels;
+
+def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg: Train, *,
+        rng: np.random.Generator, on_epoch: Callable[[dict], None] | None = None,
+        resume: Progress | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        teacher: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[dict, list[dict]]:
+    """Train one network on X (N, 784) float32 with integer labels y (N,), as cfg
+    says (params.yaml's train section; fit ignores members, all_rows and cv_folds):
+
+    a hidden layer of cfg.hidden units, cfg.epochs epochs of shuffled batches of
+    cfg.batch_size rows, RMSprop (lr, rms_decay, eps) on the cross-entropy plus the
+    l2 penalty. The rate follows a `Schedule` (schedule, lr_min, lr_step_epochs,
+    lr_step_gamma) from lr, batch by batch. augment_* and elastic_* distort the
+    images afresh each epoch (`augmenter`); input_dropout drops input pixels;
     max_norm > 0 caps each hidden unit's incoming weight norm. keep_best returns the
     weights of `best_epoch(history)` instead of the last; patience > 0 stops once
     that many epochs pass without a better validation accuracy. on_progress gets
     a Progress at the end of each epoch (its arrays are fit's own: save them before
-    returning); `resume` goes on from one. `teacher` maps images (N, 784) to soft
-    targets (N, 10) to distil from (network.loss says how, with temperature and
-    distill_weight); it sees the same distorted images as the network.
+    returning); `resume` goes on from one. Only with a `teacher`, which maps images
+    (N, 784) to soft targets (N, 10), does fit distil, at distill_temperature with
+    distill_weight (network.loss says how); the teacher sees the same distorted
+    images as the network.
 
     Returns (params, history): history has one dict per epoch with the keys of
     HISTORY_COLUMNS but `member`, and `seconds`, the epoch's wall time. `loss` is
@@ -82,17 +91,20 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
     n, n_in = X.shape
     # Parameters and gradients live in one buffer each (P,), so that RMSprop updates
     # them all with one NumPy call per operation; the dicts hold views of them.
-    flat, params = network.pack(network.init_params(rng, n_in, hidden, 10))
+    flat, params = network.pack(network.init_params(rng, n_in, cfg.hidden, 10))
     flat_grads, grads = network.pack(params)
-    opt = RMSprop(flat, lr=lr, decay=rms_decay, eps=eps)
-    start_loss = np.log(10) + network.l2_penalty(params, l2)    # about the untrained loss
-    rate = schedule or (lambda t: lr)
+    opt = RMSprop(flat, lr=cfg.lr, decay=cfg.rms_decay, eps=cfg.eps)
+    start_loss = np.log(10) + network.l2_penalty(params, cfg.l2)  # about the untrained loss
+    rate = Schedule(cfg.schedule, cfg.lr, cfg.epochs, cfg.lr_min, cfg.lr_step_epochs,
+                    cfg.lr_step_gamma)
+    augment = augmenter(cfg, int(round(np.sqrt(n_in))))
+    augment = augment if augment.active else None
     # Augmentation distorts a shuffled copy of the whole epoch. Without it, batches are
     # gathered into one small buffer: copying all of X each epoch (and page-faulting
     # the copy in the first) cost 0.4-1.3 s more per default run.
     shuffled = np.empty_like(X) if augment is not None else None   # (N, 784) batch order
-    batch = np.empty((min(batch_size, n), n_in), np.float32)        # (B, 784) reused
-    batches = -(-n // batch_size)
+    batch = np.empty((min(cfg.batch_size, n), n_in), np.float32)    # (B, 784) reused
+    batches = -(-n // cfg.batch_size)
     # Soft targets (N, 10) in X's order without augmentation, else in the epoch's.
     targets = teacher(X) if teacher is not None and augment is None else None
     history, best, since_best = [], None, 0
@@ -101,8 +113,8 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
         rng.bit_generator.state = resume.rng
         history, since_best = list(resume.history), resume.since_best
         best = None if resume.best is None else resume.best.copy()
-    for epoch in range(len(history) + 1, epochs + 1):
-        if patience and since_best >= patience:
+    for epoch in range(len(history) + 1, cfg.epochs + 1):
+        if cfg.patience and since_best >= cfg.patience:
             break
         start_time = time.perf_counter()
         order = rng.permutation(n)
@@ -113,30 +125,30 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
                 targets = teacher(shuffled)
         ce_sum, correct = 0.0, 0
         epoch_lr = rate(epoch - 1)
-        for i, start in enumerate(range(0, n, batch_size)):
-            idx = order[start:start + batch_size]
+        for i, start in enumerate(range(0, n, cfg.batch_size)):
+            idx = order[start:start + cfg.batch_size]
             if augment is not None:
-                xb = shuffled[start:start + batch_size]
+                xb = shuffled[start:start + cfg.batch_size]
             else:
                 xb = np.take(X, idx, axis=0, out=batch[:len(idx)])
-            if input_dropout:
-                dropout_(xb, input_dropout, rng)
+            if cfg.input_dropout:
+                dropout_(xb, cfg.input_dropout, rng)
             yb = y[idx]
             opt.lr = rate(epoch - 1 + i / batches)
             probs, h = network.forward(params, xb)
             ce_sum += network.cross_entropy(probs, yb) * len(yb)
             correct += int((probs.argmax(axis=1) == yb).sum())
             if teacher is None:
-                network.backward(params, xb, h, probs, yb, l2, grads)
+                network.backward(params, xb, h, probs, yb, cfg.l2, grads)
             else:
-                tb = targets[start:start + batch_size] if augment is not None else targets[idx]
-                network.backward(params, xb, h, probs, yb, l2, grads, tb, temperature,
-                                 distill_weight)
+                tb = targets[start:start + cfg.batch_size] if augment is not None else targets[idx]
+                network.backward(params, xb, h, probs, yb, cfg.l2, grads, tb,
+                                 cfg.distill_temperature, cfg.distill_weight)
             opt.step(flat, flat_grads)
-            if max_norm:
-                max_norm_(params, max_norm)
+            if cfg.max_norm:
+                max_norm_(params, cfg.max_norm)
         opt.flush(flat)                  # no subnormal weight is kept, seen or saved
-        loss = ce_sum / n + network.l2_penalty(params, l2)
+        loss = ce_sum / n + network.l2_penalty(params, cfg.l2)
         # RMSprop's steps are bounded, so a far too large rate can leave the loss finite
         # but useless: a cross-entropy far above the ln 10 of guessing uniformly, or a
         # loss (with its L2 term) a hundred times the untrained one, is divergence too.
@@ -144,8 +156,8 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
         if not finite or ce_sum / n > 3 * np.log(10) or loss > 100 * start_loss:
             raise PipelineError(
                 f"training diverged at epoch {epoch}: the loss is {loss:.4g}. Try a smaller "
-                f"learning rate than train.lr={lr:g} (e.g. --set train.lr={lr / 10:g}); "
-                "nothing was written")
+                f"learning rate than train.lr={cfg.lr:g} "
+                f"(e.g. --set train.lr={cfg.lr / 10:g}); nothing was written")
         val_probs = network.predict_proba(params, X_val)
         row = {
             "epoch": epoch,
@@ -159,27 +171,27 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
         history.append(row)
         if on_epoch:
             on_epoch(row)
-        if keep_best or patience:
+        if cfg.keep_best or cfg.patience:
             if best_epoch(history) == epoch:
                 since_best = 0
-                if keep_best:                   # patience alone needs no copy
+                if cfg.keep_best:               # patience alone needs no copy
                     best = flat.copy()
             else:
                 since_best += 1
         if on_progress:
             on_progress(Progress(epoch, flat, opt.mean_sq, opt.steps, rng.bit_generator.state,
                                  history, best, since_best))
-    if keep_best:
-        params = network.views(best, network.shapes(n_in, hidden, 10))
+    if cfg.keep_best:
+        params = network.views(best, network.shapes(n_in, cfg.hidden, 10))
     return params, history
 
 
 def train_networks(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
-                   seed: int, networks: int, members: int, options: dict, student: dict,
-                   saved_at: Path, stamp: str) -> tuple[list[dict], list[dict]]:
-    """Train `networks` networks with fit's `options`, network k from the seed
-    [seed, 2, k]; when there are more than `members`, the last is a student of the
-    members (`student`: fit's temperature and distill_weight). After each epoch,
+                   seed: int, networks: int, cfg: Train, saved_at: Path,
+                   stamp: str) -> tuple[list[dict], list[dict]]:
+    """Train `networks` networks with `fit` and cfg, network k from the seed
+    [seed, 2, k]; when there are more than cfg.members, the last is a student of
+    the members (distilled at cfg.distill_temperature). After each epoch,
     the checkpoint at `saved_at` (key `stamp`) records where training stands, and
     a run stopped midway goes on from there. Returns (params of each, the history
     rows of all, each with its `member`)."""
@@ -189,11 +201,11 @@ def train_networks(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.nd
                  resume.epoch, len(done) + 1)
     nets, history = [], []
     # A bar on a terminal, else log lines; closed even when training fails.
-    with progress.Epochs(options["epochs"], networks) as shown:
+    with progress.Epochs(cfg.epochs, networks) as shown:
         for k in range(networks):
             if k < len(done):                   # finished before the run was stopped
                 flat, rows = done[k]
-                params = network.views(flat, network.shapes(X.shape[1], options["hidden"], 10))
+                params = network.views(flat, network.shapes(X.shape[1], cfg.hidden, 10))
             else:
                 def on_epoch(row: dict, k: int = k) -> None:
                     row.update(member=k, members=networks)
@@ -202,32 +214,32 @@ def train_networks(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.nd
                 def on_progress(now: checkpoint.Progress) -> None:
                     checkpoint.save(saved_at, stamp, done, now)
 
-                teach = dict(teacher=soft_targets(nets, student["temperature"]),
-                             **student) if k == members else {}
+                teacher = (soft_targets(nets, cfg.distill_temperature)
+                           if k == cfg.members else None)
                 # Overflow on the way to divergence would print NumPy warnings before
                 # fit's error.
                 with np.errstate(over="ignore", invalid="ignore"):
                     params, rows = fit(
-                        X, y, X_val, y_val, rng=np.random.default_rng([seed, 2, k]),
+                        X, y, X_val, y_val, cfg, rng=np.random.default_rng([seed, 2, k]),
                         on_epoch=on_epoch, resume=resume if k == len(done) else None,
-                        on_progress=on_progress, **options, **teach)
+                        on_progress=on_progress, teacher=teacher)
                 done.append((network.pack(params)[0], rows))
             nets.append(params)
             history += rows
     return nets, history
 
 
-def cross_validation(X: np.ndarray, y: np.ndarray, k: int, seed: int, options: dict) -> dict:
-    """`cross_validate` of one network trained with fit's `options` on all labelled
+def cross_validation(X: np.ndarray, y: np.ndarray, k: int, seed: int, cfg: Train) -> dict:
+    """`cross_validate` of one network trained by `fit` with cfg on all labelled
     rows X (N, 784), y (N,), fold i's network from the seed [seed, 3, i]. The folds
     train all the epochs: keep_best and patience would choose each fold's epoch on
     the rows it is scored on."""
-    fold_options = {**options, "keep_best": False, "patience": 0}
+    fold_cfg = dataclasses.replace(cfg, keep_best=False, patience=0)
 
     def train_one(i, X_fit, y_fit, X_held, y_held):
         with np.errstate(over="ignore", invalid="ignore"):
-            params, _ = fit(X_fit, y_fit, X_held, y_held,
-                            rng=np.random.default_rng([seed, 3, i]), **fold_options)
+            params, _ = fit(X_fit, y_fit, X_held, y_held, fold_cfg,
+                            rng=np.random.default_rng([seed, 3, i]))
         log.info("train: cross-validation, fold %d of %d trained", i + 1, k)
         return params
 
@@ -299,32 +311,25 @@ def history_csv(history: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size: int,
-        lr: float, rms_decay: float, eps: float, l2: float, schedule: str, lr_min: float,
-        lr_step_epochs: int, lr_step_gamma: float, augment_shift: float,
-        augment_rotate: float, augment_scale: float, augment_shear: float,
-        elastic_alpha: float, elastic_sigma: float, input_dropout: float, max_norm: float,
-        keep_best: bool, patience: int, members: int, all_rows: bool, cv_folds: int,
-        distill_temperature: float, distill_weight: float) -> None:
-    """Train `members` networks on the preprocess artifacts and save them, with the
+def run(inputs: dict, out: dict, seed: int, cfg: Train) -> None:
+    """Train cfg.members networks on the preprocess artifacts and save them, with the
     history, metrics and timing.
 
     `inputs` maps train_x, train_y, val_x, val_y to paths; `out` maps model,
     history, metrics and timing to paths. Member k draws from the seed [seed, 2, k],
-    so member 0 is the same network whatever the ensemble's size. all_rows trains on
-    the validation rows too, which leaves no held-out accuracy: metrics say so.
-    cv_folds > 1 adds a k-fold cross-validation of one network on all labelled rows
-    to the metrics (`cross_validate`), after the model is trained.
-    distill_temperature > 0 then trains one more network, the student, on the
+    so member 0 is the same network whatever the ensemble's size. cfg.all_rows trains
+    on the validation rows too, which leaves no held-out accuracy: metrics say so.
+    cfg.cv_folds > 1 adds a k-fold cross-validation of one network on all labelled
+    rows to the metrics (`cross_validate`), after the model is trained.
+    cfg.distill_temperature > 0 then trains one more network, the student, on the
     members' softened outputs (`soft_targets`), and saves it alone: the ensemble's
-    accuracy in one network's weights and time.
+    accuracy in one network's weights and time. `fit` says what the other fields do.
     Only timing holds wall-clock times: a retrain that reproduces the weights leaves
     the files that later steps read byte for byte the same. After each epoch, a
     checkpoint beside the model lets a stopped run go on from there; the runner
     deletes it once the outputs are recorded.
     """
-    settings = {k: v for k, v in locals().items() if k not in ("inputs", "out")}
-    if all_rows and (keep_best or patience):
+    if cfg.all_rows and (cfg.keep_best or cfg.patience):
         raise PipelineError(
             "train.all_rows=true trains on the validation rows, so train.keep_best and "
             "train.patience cannot choose the epoch on them: choose train.epochs on a run "
@@ -334,26 +339,18 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
     X_val = artifacts.load_array(inputs["val_x"], "preprocess")       # (N_val, 784) float32
     y_val = artifacts.load_array(inputs["val_y"], "preprocess")       # (N_val,) int64
     labelled = np.concatenate([X, X_val]), np.concatenate([y, y_val])
-    if all_rows:
+    if cfg.all_rows:
         X, y = labelled
-    if batch_size > len(X):
+    if cfg.batch_size > len(X):
         log.warning("train.batch_size=%d is more than the %d training rows: every epoch is "
-                    "one step on all of them", batch_size, len(X))
-    side = int(round(np.sqrt(X.shape[1])))
-    augmenter = Augmenter(side, augment_shift, augment_rotate, augment_scale, augment_shear,
-                          elastic_alpha, elastic_sigma)
-    lr_at = Schedule(schedule, lr, epochs, lr_min, lr_step_epochs, lr_step_gamma)
-    options = dict(hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr,
-                   rms_decay=rms_decay, eps=eps, l2=l2, schedule=lr_at,
-                   augment=augmenter if augmenter.active else None,
-                   input_dropout=input_dropout, max_norm=max_norm, keep_best=keep_best,
-                   patience=patience)
-    networks = members + (1 if distill_temperature else 0)      # the student comes last
+                    "one step on all of them", cfg.batch_size, len(X))
+    members = cfg.members
+    networks = members + (1 if cfg.distill_temperature else 0)  # the student comes last
     started = time.perf_counter()
-    student = dict(temperature=distill_temperature, distill_weight=distill_weight)
-    nets, history = train_networks(X, y, X_val, y_val, seed, networks, members, options,
-                                   student, checkpoint_path(out["model"]),
-                                   checkpoint.key(settings, inputs))
+    nets, history = train_networks(X, y, X_val, y_val, seed, networks, cfg,
+                                   checkpoint_path(out["model"]),
+                                   checkpoint.key({"seed": seed, **dataclasses.asdict(cfg)},
+                                                  inputs))
     val_probs = [network.predict_proba(params, X_val) for params in nets]
     accuracy = [float((p.argmax(axis=1) == y_val).mean()) for p in val_probs]
     ensemble = np.mean(val_probs[:members], axis=0)                # (N_val, 10)
@@ -362,18 +359,18 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
         log.info("train: ensemble of %d, validation accuracy %.2f%% (members %s)", members,
                  100 * val_accuracy, ", ".join(f"{100 * a:.2f}%" for a in accuracy[:members]))
     distilled = {}
-    if distill_temperature:
+    if cfg.distill_temperature:
         distilled = {"distilled_from": {"members": members, "val_accuracy": val_accuracy,
                                         "member_val_accuracy": accuracy[:members]}}
         log.info("train: the student, one network, validation accuracy %.2f%% (the ensemble "
                  "it learnt from: %.2f%%)", 100 * accuracy[-1], 100 * val_accuracy)
         nets, accuracy, ensemble = nets[-1:], accuracy[-1:], val_probs[-1]
         val_accuracy = accuracy[0]
-    if all_rows:
+    if cfg.all_rows:
         log.warning("train.all_rows=true: the networks were trained on the validation rows, "
                     "so the validation accuracy (%.2f%%) is not held out", 100 * val_accuracy)
-    cv = cross_validation(*labelled, cv_folds, seed, options) if cv_folds else None
-    kept = [best_epoch([r for r in history if r["member"] == k]) if keep_best
+    cv = cross_validation(*labelled, cfg.cv_folds, seed, cfg) if cfg.cv_folds else None
+    kept = [best_epoch([r for r in history if r["member"] == k]) if cfg.keep_best
             else max(r["epoch"] for r in history if r["member"] == k)
             for k in range(networks)][-len(nets):]
     # Members are stacked on a leading axis: a model of K networks has the same keys.
@@ -383,7 +380,7 @@ def run(inputs: dict, out: dict, seed: int, hidden: int, epochs: int, batch_size
     artifacts.write_json(out["metrics"], {
         "val_accuracy": val_accuracy,
         "val_loss": network.cross_entropy(ensemble, y_val),
-        "val_held_out": not all_rows,
+        "val_held_out": not cfg.all_rows,
         "member_val_accuracy": accuracy,
         "members": len(nets),
         "epochs": max(kept),

@@ -1,16 +1,18 @@
 """Shared test helpers: tiny CSVs cut from the bundled sample, params, the CLI."""
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import subprocess
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipeline import params as params_mod
+from pipeline import params as params_mod, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -40,6 +42,29 @@ def make_params(tmp_path: Path, train_csv: Path, test_csv: Path, *overrides: str
     base = [f"data.train={train_csv}", f"data.test={test_csv}", "data.sample=null",
             f"outputs={tmp_path / 'outputs'}", "train.epochs=2"]
     return params_mod.load(ROOT / "params.yaml", base + list(overrides))
+
+
+@lru_cache(maxsize=None)
+def _default_train() -> settings.Train:
+    return settings.Train.of(params_mod.load(ROOT / "params.yaml"))
+
+
+def train_settings(**changes) -> settings.Train:
+    """params.yaml's train section with `changes`. They are not checked, so that a
+    test can also pass what params.load refuses, as a direct caller of fit could."""
+    return dataclasses.replace(_default_train(), **changes)
+
+
+# Every option of the training loop off: what is left is minibatch RMSprop with L2.
+PLAIN = dict(schedule="constant", augment_shift=0.0, augment_rotate=0.0, augment_scale=0.0,
+             augment_shear=0.0, elastic_alpha=0.0, input_dropout=0.0, max_norm=0.0,
+             keep_best=False, patience=0, distill_temperature=0.0)
+
+
+def plain_settings(**changes) -> settings.Train:
+    """`train_settings` with every option of the training loop off (PLAIN), then
+    `changes`: tests of one option stay apart from params.yaml's choice of others."""
+    return train_settings(**{**PLAIN, **changes})
 
 
 def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None,

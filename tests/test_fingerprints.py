@@ -9,8 +9,10 @@ asks `runner.status` and undoes the change. (Not cached across tests: mutmut run
 the tests that themselves reach the runner's code.)
 """
 import ast
+import dataclasses
 import inspect
 import os
+import typing
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,10 +28,25 @@ BASE = ["train.hidden=8", "train.epochs=1", "data.sample=null"]
 
 # Params a step reads: those its stage function is called with.
 STAGE_FUNCTION_ARGS = {"inputs", "out", "images", "labels"}
+
+
+def arguments(function, section: str) -> set[str]:
+    """The params `function` takes, as dotted keys of `section`: one per argument, or
+    each field of an argument that is a settings dataclass (train.run's cfg)."""
+    types = typing.get_type_hints(function)
+    keys = set()
+    for arg in inspect.signature(function).parameters:
+        if arg in STAGE_FUNCTION_ARGS | {"seed"}:
+            continue
+        names = [f.name for f in dataclasses.fields(types[arg])] \
+            if dataclasses.is_dataclass(types.get(arg)) else [arg]
+        keys |= {f"{section}.{name}" for name in names}
+    return keys
+
+
 READS = {name: set() for name in NAMES}
 READS["preprocess:train"] = {"seed", "preprocess.val_fraction"}
-READS["train"] = {"seed"} | {f"train.{arg}" for arg in inspect.signature(train.run).parameters
-                             if arg not in STAGE_FUNCTION_ARGS | {"seed"}}
+READS["train"] = {"seed"} | arguments(train.run, "train")
 READS["predict"] = {"predict.batch_size"}
 
 # Every param that is a value rather than a place gets changed; `outputs` and `data.*`
@@ -350,6 +367,7 @@ def test_the_code_of_each_step_is_what_its_stage_imports():
     assert CODE["train"] >= {"pipeline.train", "pipeline.network", "pipeline.optim",
                              "pipeline.augment", "pipeline.schedule", "pipeline.artifacts"}
     assert CODE["ingest:train"] >= {"pipeline.ingest", "pipeline.artifacts"}
+    assert {"train.lr", "train.epochs", "train.distill_weight"} <= READS["train"]
     assert "pipeline.train" not in CODE["predict"] and "pipeline.runner" not in CODE["train"]
 
 

@@ -4,7 +4,7 @@ import re
 import pytest
 
 from conftest import ROOT
-from pipeline import params as params_mod
+from pipeline import params as params_mod, settings
 from pipeline.errors import PipelineError
 
 DEFAULTS = (ROOT / "params.yaml").read_text()
@@ -45,7 +45,7 @@ def test_overrides_are_read_as_yaml(tmp_path):
                        "train.l2=0")
     assert params["train.epochs"] == 3 and params["train.lr"] == 0.01
     assert params["data.sample"] is None and params["train.l2"] == 0.0
-    assert params_mod.section(params, "train")["epochs"] == 3
+    assert settings.of(params).train.epochs == 3
 
 
 def test_yaml_1_1_exponent_without_a_dot_is_a_number(tmp_path):

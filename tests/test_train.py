@@ -1,6 +1,7 @@
 """Training options on tiny data: schedule, augmentation, keep-best, early stopping,
 dropout, max-norm, ensembles and training on all labelled rows."""
 import copy
+import dataclasses
 import logging
 import re
 import signal
@@ -10,11 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli, sample_rows, write_lines
+from conftest import ROOT, plain_settings, run_cli, sample_rows, train_settings, write_lines
 from pipeline import artifacts, model, network, optim, params as params_mod, train
-from pipeline.augment import Augmenter
 from pipeline.errors import PipelineError
-from pipeline.schedule import Schedule
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +24,13 @@ def digits():
     return X[:240], y[:240], X[240:], y[240:]
 
 
-def fit(digits, seed=0, **options):
+def fit(digits, seed=0, on_progress=None, resume=None, **changes):
+    """fit a small plain network (conftest.PLAIN), with `changes` to its settings."""
     X, y, X_val, y_val = digits
-    settings = dict(hidden=16, epochs=3, batch_size=32, lr=1e-3, rms_decay=0.9, eps=1e-8,
-                    l2=1e-5, rng=np.random.default_rng(seed))
-    return train.fit(X, y, X_val, y_val, **{**settings, **options})
+    cfg = plain_settings(**{**dict(hidden=16, epochs=3, batch_size=32, lr=1e-3,
+                                   rms_decay=0.9, eps=1e-8, l2=1e-5), **changes})
+    return train.fit(X, y, X_val, y_val, cfg, rng=np.random.default_rng(seed),
+                     on_progress=on_progress, resume=resume)
 
 
 def same(a: dict, b: dict) -> bool:
@@ -37,20 +38,21 @@ def same(a: dict, b: dict) -> bool:
 
 
 def test_fit_records_and_applies_the_scheduled_rate(digits):
-    lr_at = Schedule("step", 1e-2, epochs=3, step_epochs=1, step_gamma=0.5)
-    _, history = fit(digits, schedule=lr_at)
+    step = dict(schedule="step", lr=1e-2, lr_step_epochs=1, lr_step_gamma=0.5)
+    _, history = fit(digits, **step)
     assert [row["lr"] for row in history] == [1e-2, 5e-3, 2.5e-3]
-    # A rate of zero from the second epoch on: no step moves the weights after the first.
-    stop = lambda t: 1e-2 if t < 1 else 0.0
-    one, _ = fit(digits, epochs=1, schedule=stop)
-    three, _ = fit(digits, epochs=3, schedule=stop)
+    # A rate of zero from the second epoch on (a gamma of 0, which params.load refuses):
+    # no step moves the weights after the first.
+    stop = {**step, "lr_step_gamma": 0.0}
+    one, _ = fit(digits, epochs=1, **stop)
+    three, _ = fit(digits, epochs=3, **stop)
     assert same(one, three)
 
 
 def test_augmented_training_is_reproducible_and_differs_from_plain(digits):
-    augment = Augmenter(28, shift=2, rotate=10, elastic_alpha=20)
-    a, _ = fit(digits, augment=augment)
-    b, _ = fit(digits, augment=augment)
+    augment = dict(augment_shift=2.0, augment_rotate=10.0, elastic_alpha=20.0)
+    a, _ = fit(digits, **augment)
+    b, _ = fit(digits, **augment)
     plain, _ = fit(digits)
     assert same(a, b) and not same(a, plain)
 
@@ -109,16 +111,9 @@ def test_dropout_and_max_norm_train(digits):
 
 # --- the stage: ensembles and all_rows ---
 
-def stage_params(*overrides):
-    base = ["train.hidden=16", "train.epochs=2", "train.batch_size=32"]
-    return params_mod.section(params_mod.load(ROOT / "params.yaml", base + list(overrides)),
-                              "train")
-
-
-def run_stage(tmp_path, digits, *overrides, **raw):
-    """Run the train stage on `digits` with params.yaml's train section, `overrides`
-    applied through params.load (which checks them) and `raw` ones after it (which
-    skip those checks, as a direct caller of train.run would)."""
+def run_stage(tmp_path, digits, **changes):
+    """Run the train stage on `digits` with params.yaml's train section, a small
+    network, and `changes` (not checked, as for a direct caller of train.run)."""
     inputs = {}
     for name, array in zip(("train_x", "train_y", "val_x", "val_y"), digits):
         inputs[name] = tmp_path / "preprocess" / f"{name}.npy"
@@ -127,14 +122,14 @@ def run_stage(tmp_path, digits, *overrides, **raw):
                                                         "metrics.json", "timing.json")}
     train.run(inputs, {"model": out["model.npz"], "history": out["history.csv"],
                        "metrics": out["metrics.json"], "timing": out["timing.json"]}, seed=0,
-              **{**stage_params(*overrides), **raw})
+              cfg=train_settings(**{"hidden": 16, "epochs": 2, "batch_size": 32, **changes}))
     return (artifacts.load_arrays(out["model.npz"]), out["history.csv"].read_text(),
             artifacts.load_json(out["metrics.json"]))
 
 
 def test_ensemble_probabilities_are_the_mean_of_its_members(tmp_path, digits):
     X_val, y_val = digits[2], digits[3]
-    saved, history, metrics = run_stage(tmp_path / "three", digits, "train.members=3")
+    saved, history, metrics = run_stage(tmp_path / "three", digits, members=3)
     assert saved["W1"].shape == (3, 784, 16) and saved["b2"].shape == (3, 10)
     nets = model.members(saved)
     each = [network.predict_proba(net, X_val) for net in nets]
@@ -153,7 +148,7 @@ def test_ensemble_probabilities_are_the_mean_of_its_members(tmp_path, digits):
     assert [len(member) for member in timing["epoch_seconds"]] == [2, 2, 2]
     assert timing["train_seconds"] >= sum(map(sum, timing["epoch_seconds"])) - 1e-3
     # Member 0 does not depend on the size of the ensemble.
-    single, _, _ = run_stage(tmp_path / "one", digits, "train.members=1")
+    single, _, _ = run_stage(tmp_path / "one", digits, members=1)
     assert all(np.array_equal(single[k][0], saved[k][0]) for k in network.PARAM_NAMES)
 
 
@@ -162,7 +157,7 @@ def test_all_rows_says_validation_is_not_held_out(tmp_path, digits, caplog):
     logger = logging.getLogger("pipeline")
     logger.addHandler(caplog.handler)          # the CLI may have stopped propagation
     try:
-        model, _, metrics = run_stage(tmp_path / "all", digits, "train.all_rows=true")
+        model, _, metrics = run_stage(tmp_path / "all", digits, all_rows=True)
     finally:
         logger.removeHandler(caplog.handler)
     assert metrics["val_held_out"] is False
@@ -173,7 +168,7 @@ def test_all_rows_says_validation_is_not_held_out(tmp_path, digits, caplog):
 @pytest.mark.parametrize("option", [{"keep_best": True}, {"patience": 3}])
 def test_all_rows_refuses_to_choose_epochs_on_trained_rows(tmp_path, digits, option):
     # params.load refuses this pair first (test_params.py); train.run checks again for
-    # callers that skip it, so this test passes its params raw.
+    # callers that skip it, as this test does.
     with pytest.raises(PipelineError, match="all_rows"):
         run_stage(tmp_path, digits, all_rows=True, **option)
     assert not (tmp_path / "train").exists()
@@ -212,18 +207,17 @@ def test_training_leaves_no_subnormal_weight_or_state(monkeypatch, tmp_path):
                 (optim.count_subnormal(params), optim.count_subnormal(self.mean_sq))]
 
     monkeypatch.setattr(train, "RMSprop", Watched)
-    settings = dict(hidden=64, epochs=4, batch_size=32, lr=2e-3, rms_decay=0.9, eps=1e-8,
-                    l2=1e-5)
+    cfg = plain_settings(hidden=64, epochs=4, batch_size=32, lr=2e-3, rms_decay=0.9, eps=1e-8,
+                         l2=1e-5)
 
     monkeypatch.setattr(Watched, "flush", lambda self, params: None)
-    train.fit(X[:900], y[:900], X[900:], y[900:], rng=np.random.default_rng(0), **settings)
+    train.fit(X[:900], y[:900], X[900:], y[900:], cfg, rng=np.random.default_rng(0))
     unflushed = seen.pop()
     assert sum(unflushed.counts[-1]) > 100, "the control run made no subnormal values"
 
     monkeypatch.undo()
     monkeypatch.setattr(train, "RMSprop", Watched)
-    params, _ = train.fit(X[:900], y[:900], X[900:], y[900:], rng=np.random.default_rng(0),
-                          **settings)
+    params, _ = train.fit(X[:900], y[:900], X[900:], y[900:], cfg, rng=np.random.default_rng(0))
     opt = seen.pop()
     # Between flushes a value may be subnormal for at most FLUSH_EVERY steps.
     assert all(c == (0, 0) for c in opt.counts[optim.FLUSH_EVERY - 1::optim.FLUSH_EVERY])
@@ -236,7 +230,7 @@ def test_fit_resumed_from_any_epoch_ends_as_if_never_stopped(digits):
     weights and history, bit for bit: the rng, RMSprop's state and step count, the
     best epoch and the history all come back (augmentation and dropout draw from
     the rng, keep_best keeps a copy)."""
-    options = dict(epochs=4, augment=Augmenter(28, shift=1, rotate=5), input_dropout=0.1,
+    options = dict(epochs=4, augment_shift=1.0, augment_rotate=5.0, input_dropout=0.1,
                    keep_best=True, patience=3)
     saved = []
 
@@ -310,7 +304,7 @@ def test_cross_validation_scores_each_row_once_on_a_network_that_never_saw_it(di
 
 def test_the_stage_adds_cross_validation_to_its_metrics_and_keeps_its_model(tmp_path, digits):
     plain, _, _ = run_stage(tmp_path / "plain", digits)
-    saved, _, scores = run_stage(tmp_path / "cv", digits, "train.cv_folds=3")
+    saved, _, scores = run_stage(tmp_path / "cv", digits, cv_folds=3)
     assert all(np.array_equal(plain[k], saved[k]) for k in network.PARAM_NAMES)
     assert scores["cv"]["folds"] == 3 and len(scores["cv"]["fold_accuracy"]) == 3
     assert scores["cv"]["rows"] == len(digits[1]) + len(digits[3])
@@ -320,7 +314,7 @@ def test_a_batch_larger_than_the_training_rows_is_named(tmp_path, digits, caplog
     logger = logging.getLogger("pipeline")
     logger.addHandler(caplog.handler)          # the CLI may have stopped propagation
     try:
-        run_stage(tmp_path / "big", digits, "train.batch_size=500", "train.epochs=1")
+        run_stage(tmp_path / "big", digits, batch_size=500, epochs=1)
     finally:
         logger.removeHandler(caplog.handler)
     assert "train.batch_size=500 is more than the 240 training rows" in caplog.text
@@ -339,14 +333,16 @@ def test_a_distilled_student_learns_the_ensembles_outputs(sample_split):
     loss falls far below an untrained network's and an independent network's) and
     agrees with the ensemble more often than an independently trained network does."""
     X, y, X_held, y_held = sample_split
-    settings = dict(hidden=64, epochs=4, batch_size=64, lr=2e-3, rms_decay=0.9, eps=1e-8,
-                    l2=1e-5, augment=Augmenter(28, shift=1))
-    teachers = [train.fit(X, y, X_held, y_held, rng=np.random.default_rng(k), **settings)[0]
+    cfg = plain_settings(hidden=64, epochs=4, batch_size=64, lr=2e-3, rms_decay=0.9, eps=1e-8,
+                         l2=1e-5, augment_shift=1.0)
+    teachers = [train.fit(X, y, X_held, y_held, cfg, rng=np.random.default_rng(k))[0]
                 for k in range(3)]
     teach = train.soft_targets(teachers, 3.0)
-    student, _ = train.fit(X, y, X_held, y_held, rng=np.random.default_rng(9), teacher=teach,
-                           temperature=3.0, distill_weight=1.0, **settings)
-    alone, _ = train.fit(X, y, X_held, y_held, rng=np.random.default_rng(9), **settings)
+    student_cfg = dataclasses.replace(cfg, distill_temperature=3.0, distill_weight=1.0)
+    student, _ = train.fit(X, y, X_held, y_held, student_cfg, rng=np.random.default_rng(9),
+                           teacher=teach)
+    # The same settings without a teacher: no distillation.
+    alone, _ = train.fit(X, y, X_held, y_held, student_cfg, rng=np.random.default_rng(9))
     untrained = network.init_params(np.random.default_rng(9), 784, 64, 10)
     targets = teach(X_held)
 
@@ -360,8 +356,8 @@ def test_a_distilled_student_learns_the_ensembles_outputs(sample_split):
 
 
 def test_the_stage_keeps_only_the_student_when_distilling(tmp_path, digits):
-    saved, history, scores = run_stage(tmp_path / "d", digits, "train.members=2",
-                                       "train.distill_temperature=2")
+    saved, history, scores = run_stage(tmp_path / "d", digits, members=2,
+                                       distill_temperature=2.0)
     assert saved["W1"].shape == (1, 784, 16) and scores["members"] == 1
     assert scores["distilled_from"]["members"] == 2
     assert len(scores["distilled_from"]["member_val_accuracy"]) == 2

@@ -10,11 +10,13 @@ The distortions are checked by statistics over many draws of
 sampling points, and the shift, rotation, scale and shear must each spread as the
 params say, on both axes; the elastic field must move points along both axes alike.
 """
+import contextlib
 import inspect
 
 import numpy as np
 import pytest
 
+from conftest import plain_settings
 from pipeline import network, train
 from pipeline.errors import PipelineError
 from pipeline.augment import CHUNK, Augmenter, smoothing_basis, warp
@@ -52,15 +54,29 @@ def batches(monkeypatch):
     return seen
 
 
-def fit_epochs(data, batches, epochs=3, batch_size=8, **options):
-    """Run fit and split the spied batches by epoch: (params, history, epochs), each
-    epoch a list of (images, labels, probs)."""
+@contextlib.contextmanager
+def given(augment=None, rate=None):
+    """Within it, fit distorts with `augment` and takes its rate from `rate(t)`,
+    whatever its settings say (each when given)."""
+    with pytest.MonkeyPatch.context() as patch:
+        if augment is not None:
+            patch.setattr(train, "augmenter", lambda cfg, side: augment)
+        if rate is not None:
+            patch.setattr(train, "Schedule", lambda *args: rate)
+        yield
+
+
+def fit_epochs(data, batches, epochs=3, batch_size=8, augment=None, rate=None, **changes):
+    """Run fit on a tiny plain network (conftest.PLAIN) with `changes` to its
+    settings, `augment` and `rate` as `given` says, and split the spied batches by
+    epoch: (params, history, epochs), each epoch a list of (images, labels, probs)."""
     X, y, X_val, y_val = data
     ends = []
-    settings = dict(hidden=4, epochs=epochs, batch_size=batch_size, lr=1e-3, rms_decay=0.9,
-                    eps=1e-8, l2=0.0, rng=np.random.default_rng(1),
-                    on_epoch=lambda row: ends.append(len(batches)))
-    params, history = train.fit(X, y, X_val, y_val, **{**settings, **options})
+    cfg = plain_settings(**{**dict(hidden=4, epochs=epochs, batch_size=batch_size, lr=1e-3,
+                                   rms_decay=0.9, eps=1e-8, l2=0.0), **changes})
+    with given(augment, rate):
+        params, history = train.fit(X, y, X_val, y_val, cfg, rng=np.random.default_rng(1),
+                                    on_epoch=lambda row: ends.append(len(batches)))
     starts = [0] + ends[:-1]
     return params, history, [batches[a:b] for a, b in zip(starts, ends)]
 
@@ -378,7 +394,7 @@ def test_fit_steps_the_rate_along_the_schedule_batch_by_batch(batches):
         asked.append(t)
         return 1e-3
 
-    _, history, epochs = fit_epochs(data, batches, epochs=3, batch_size=8, schedule=rate)
+    _, history, epochs = fit_epochs(data, batches, epochs=3, batch_size=8, rate=rate)
     B = len(epochs[0])
     # fit may also ask for the rate at each epoch's start, for the history.
     assert sorted(set(asked)) == [e + i / B for e in range(3) for i in range(B)]
@@ -419,11 +435,14 @@ def fake_loss(monkeypatch):
     return set_
 
 
-def fit_once(**options):
+def fit_once(augment=None, teacher=None, **changes):
+    """fit a tiny plain network on 32 random rows, one epoch in one batch unless
+    `changes` say otherwise; `augment` as `given` says."""
     X, y, X_val, y_val = random_rows(32)
-    settings = dict(hidden=4, epochs=1, batch_size=32, lr=1e-3, rms_decay=0.9, eps=1e-8, l2=0.0,
-                    rng=np.random.default_rng(0))
-    return train.fit(X, y, X_val, y_val, **{**settings, **options})
+    cfg = plain_settings(**{**dict(hidden=4, epochs=1, batch_size=32, lr=1e-3, rms_decay=0.9,
+                                   eps=1e-8, l2=0.0), **changes})
+    with given(augment):
+        return train.fit(X, y, X_val, y_val, cfg, rng=np.random.default_rng(0), teacher=teacher)
 
 
 def test_divergence_is_a_cross_entropy_above_three_times_ln_10(fake_loss):
@@ -589,24 +608,25 @@ def test_each_batch_is_distilled_from_the_teachers_targets_for_its_own_rows(monk
     signature = inspect.signature(real)
 
     def spy(*args, **kwargs):
-        given = signature.bind(*args, **kwargs)
-        given.apply_defaults()
-        a = given.arguments
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
         seen.append((np.array(a["X"]), None if a["targets"] is None else np.array(a["targets"]),
                      a["temperature"], a["weight"]))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(network, "backward", spy)
     make = AUGMENT[augment]
-    options = dict(augment=make() if make else None, teacher=row_targets)
-    fit_once(epochs=2, batch_size=8, **options)
+    options = dict(augment=make() if make else None, distill_temperature=3.0,
+                   distill_weight=0.25)
+    fit_once(epochs=2, batch_size=8, teacher=row_targets, **options)
     assert len(seen) == 2 * 4
     for images, targets, temperature, weight in seen:
         np.testing.assert_array_equal(targets, row_targets(images))
-        assert (temperature, weight) == (1.0, 0.0)          # fit's defaults: no distillation
+        assert (temperature, weight) == (3.0, 0.25)          # the settings'
     seen.clear()
-    fit_once(epochs=1, batch_size=8, temperature=3.0, distill_weight=0.25, **options)
-    assert {(t, w) for _, _, t, w in seen} == {(3.0, 0.25)}
+    fit_once(epochs=1, batch_size=8, **options)             # no teacher: no distillation
+    assert len(seen) == 4 and all(targets is None for _, targets, _, _ in seen)
 
 
 def test_patience_of_one_still_trains_past_the_first_epoch():
