@@ -37,6 +37,7 @@ class Progress:
     history: list[dict]
     best: np.ndarray | None             # (P,) the best epoch's parameters, for keep_best
     since_best: int                     # epochs since the best one, for patience
+    epoch_seed: int                     # seeds each epoch's order and distortions (feed.py)
 
 
 def key(settings: dict, inputs: dict[str, Path]) -> str:
@@ -60,7 +61,7 @@ def save(path: Path, stamp: str, done: list[tuple[np.ndarray, list[dict]]],
         arrays["best"] = current.best
     meta = {"key": stamp, "done_history": [rows for _, rows in done], "epoch": current.epoch,
             "steps": current.steps, "rng": current.rng, "history": current.history,
-            "since_best": current.since_best}
+            "since_best": current.since_best, "epoch_seed": current.epoch_seed}
     buf = io.BytesIO()
     np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)
     artifacts.write_bytes(path, buf.getvalue(), together=False)
@@ -77,7 +78,8 @@ def load(path: Path, stamp: str) -> tuple[list[tuple[np.ndarray, list[dict]]], P
             done = [(data[f"done_{i}"], rows) for i, rows in enumerate(meta["done_history"])]
             current = Progress(meta["epoch"], data["flat"], data["mean_sq"], meta["steps"],
                                meta["rng"], meta["history"],
-                               data["best"] if "best" in data else None, meta["since_best"])
+                               data["best"] if "best" in data else None, meta["since_best"],
+                               meta["epoch_seed"])
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -18,6 +19,7 @@ from pipeline import artifacts, checkpoint, metrics, network, progress
 from pipeline.augment import Augmenter
 from pipeline.checkpoint import Progress
 from pipeline.errors import PipelineError
+from pipeline.feed import Feed, epoch_rng
 from pipeline.optim import RMSprop
 from pipeline.schedule import Schedule
 from pipeline.settings import Train
@@ -99,10 +101,9 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg:
                     cfg.lr_step_gamma)
     augment = augmenter(cfg, int(round(np.sqrt(n_in))))
     augment = augment if augment.active else None
-    # Augmentation distorts a shuffled copy of the whole epoch. Without it, batches are
-    # gathered into one small buffer: copying all of X each epoch (and page-faulting
-    # the copy in the first) cost 0.4-1.3 s more per default run.
-    shuffled = np.empty_like(X) if augment is not None else None   # (N, 784) batch order
+    # Each epoch's order (and distortions) come from a stream of its own, seeded
+    # from rng once, so a feed can make them an epoch ahead on another thread.
+    epoch_seed = int(rng.integers(2 ** 63))
     batch = np.empty((min(cfg.batch_size, n), n_in), np.float32)    # (B, 784) reused
     batches = -(-n // cfg.batch_size)
     # Soft targets (N, 10) in X's order without augmentation, else in the epoch's.
@@ -113,16 +114,24 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg:
         rng.bit_generator.state = resume.rng
         history, since_best = list(resume.history), resume.since_best
         best = None if resume.best is None else resume.best.copy()
+        epoch_seed = resume.epoch_seed
+    # Augmentation distorts a shuffled copy of the whole epoch, made an epoch ahead on
+    # a second core when there is one. Without it, batches are gathered into one small
+    # buffer: copying all of X each epoch (and page-faulting the copy in the first)
+    # cost 0.4-1.3 s more per default run.
+    feed = (Feed(X, augment, epoch_seed, ahead=(os.cpu_count() or 1) > 1)
+            if augment is not None else None)
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         if cfg.patience and since_best >= cfg.patience:
             break
         start_time = time.perf_counter()
-        order = rng.permutation(n)
-        if augment is not None:
-            np.take(X, order, axis=0, out=shuffled)
-            augment(shuffled, rng, out=shuffled)    # in large chunks: cheaper than per batch
+        if feed is not None:
+            # (N,) and (N, 784): shuffled[i] is X[order[i]], distorted
+            order, shuffled = feed.epoch(epoch, epoch + 1 if epoch < cfg.epochs else None)
             if teacher is not None:
                 targets = teacher(shuffled)
+        else:
+            order = epoch_rng(epoch_seed, epoch).permutation(n)
         ce_sum, correct = 0.0, 0
         epoch_lr = rate(epoch - 1)
         for i, start in enumerate(range(0, n, cfg.batch_size)):
@@ -180,7 +189,9 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg:
                 since_best += 1
         if on_progress:
             on_progress(Progress(epoch, flat, opt.mean_sq, opt.steps, rng.bit_generator.state,
-                                 history, best, since_best))
+                                 history, best, since_best, epoch_seed))
+    if feed is not None:
+        feed.close()            # patience may have stopped before the epoch made ahead
     if cfg.keep_best:
         params = network.views(best, network.shapes(n_in, cfg.hidden, 10))
     return params, history
@@ -338,9 +349,8 @@ def run(inputs: dict, out: dict, seed: int, cfg: Train) -> None:
     y = artifacts.load_array(inputs["train_y"], "preprocess")         # (N,) int64
     X_val = artifacts.load_array(inputs["val_x"], "preprocess")       # (N_val, 784) float32
     y_val = artifacts.load_array(inputs["val_y"], "preprocess")       # (N_val,) int64
-    labelled = np.concatenate([X, X_val]), np.concatenate([y, y_val])
     if cfg.all_rows:
-        X, y = labelled
+        X, y = np.concatenate([X, X_val]), np.concatenate([y, y_val])
     if cfg.batch_size > len(X):
         log.warning("train.batch_size=%d is more than the %d training rows: every epoch is "
                     "one step on all of them", cfg.batch_size, len(X))
@@ -369,7 +379,12 @@ def run(inputs: dict, out: dict, seed: int, cfg: Train) -> None:
     if cfg.all_rows:
         log.warning("train.all_rows=true: the networks were trained on the validation rows, "
                     "so the validation accuracy (%.2f%%) is not held out", 100 * val_accuracy)
-    cv = cross_validation(*labelled, cfg.cv_folds, seed, cfg) if cfg.cv_folds else None
+    cv = None
+    if cfg.cv_folds:
+        # All labelled rows: a copy (130 MB on Kaggle's data), made only when needed.
+        rows = (X, y) if cfg.all_rows else (np.concatenate([X, X_val]),
+                                            np.concatenate([y, y_val]))
+        cv = cross_validation(*rows, cfg.cv_folds, seed, cfg)
     kept = [best_epoch([r for r in history if r["member"] == k]) if cfg.keep_best
             else max(r["epoch"] for r in history if r["member"] == k)
             for k in range(networks)][-len(nets):]

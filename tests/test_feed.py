@@ -1,0 +1,83 @@
+"""The feed: each epoch's images, made ahead on a thread or not, are the same."""
+import numpy as np
+import pytest
+
+from conftest import train_settings
+from pipeline.augment import Augmenter
+from pipeline.feed import Feed, epoch_rng
+
+SIDE = 8
+
+
+@pytest.fixture
+def images():
+    return np.random.default_rng(0).random((50, SIDE * SIDE), dtype=np.float32)
+
+
+def expected(X, augment, seed, epoch):
+    rng = epoch_rng(seed, epoch)
+    order = rng.permutation(len(X))
+    return order, augment(X[order], rng)
+
+
+@pytest.mark.parametrize("ahead", [True, False])
+def test_each_epoch_is_its_own_stream_made_ahead_or_not(images, ahead):
+    augment = Augmenter(SIDE, shift=1.0, rotate=10.0)
+    with Feed(images, augment, seed=5, ahead=ahead) as feed:
+        for epoch in range(1, 5):
+            order, shown = feed.epoch(epoch, epoch + 1)
+            want_order, want = expected(images, augment, 5, epoch)
+            np.testing.assert_array_equal(order, want_order)
+            np.testing.assert_array_equal(shown, want)
+
+
+def test_epochs_differ_and_a_resumed_feed_starts_anywhere(images):
+    augment = Augmenter(SIDE, shift=1.0)
+    with Feed(images, augment, seed=5) as feed:
+        first = [feed.epoch(e, e + 1)[0].copy() for e in (1, 2)]
+    assert not np.array_equal(*first)
+    with Feed(images, augment, seed=5) as resumed:      # as after a checkpoint at epoch 1
+        np.testing.assert_array_equal(resumed.epoch(2)[0], first[1])
+
+
+def test_an_error_on_the_thread_reaches_the_caller(images):
+    calls = []
+
+    def broken(batch, rng, out):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("distortion failed")
+        out[:] = batch
+        return out
+
+    with Feed(images, broken, seed=1, ahead=True) as feed:
+        feed.epoch(1, 2)                                  # epoch 2 fails on the thread
+        with pytest.raises(ValueError, match="distortion failed"):
+            feed.epoch(2, 3)
+
+
+def test_images_of_an_epoch_stay_valid_while_the_next_is_made(images):
+    augment = Augmenter(SIDE, shift=1.0)
+    with Feed(images, augment, seed=3, ahead=True) as feed:
+        _, shown = feed.epoch(1, 2)
+        before = shown.copy()
+        feed.close()                                      # epoch 2 is finished now
+        np.testing.assert_array_equal(shown, before)
+
+
+def test_fit_ends_with_the_same_weights_on_one_core_or_two(monkeypatch):
+    from pipeline import train
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((200, 784), dtype=np.float32), rng.integers(0, 10, 200)
+
+    def fitted(cores):
+        monkeypatch.setattr(train.os, "cpu_count", lambda: cores)
+        cfg = train_settings(hidden=16, epochs=3, batch_size=32, augment_rotate=5.0)
+        params, _ = train.fit(X[:160], y[:160], X[160:], y[160:], cfg,
+                              rng=np.random.default_rng(0))
+        return params
+
+    one, two = fitted(1), fitted(2)
+    for name in one:
+        np.testing.assert_array_equal(one[name], two[name])
