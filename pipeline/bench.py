@@ -15,7 +15,9 @@ row per figure:
     its default mode and with flush-denormal on (its best on Intel), and the
     matmul-only epoch against it: the best ratio any training epoch could reach;
   - augmentation: what params.yaml's shifts and params-best.yaml's distortions add
-    to an epoch, and the first and last epochs of a long distorted run (drift);
+    to a `train.fit` epoch, which makes them ahead on a second thread (and what they
+    cost on one core alone), and the first and last epochs of a long distorted run
+    (drift);
   - the whole default `python run.py`: wall seconds and peak resident memory.
 
 The NumPy epochs are those of one `train.fit` run; after each, a matmul-only epoch
@@ -361,7 +363,7 @@ def distorted(cfg: Train, like: Train) -> Train:
 
 def augment_epoch(X: np.ndarray, distort: Augmenter, rng: np.random.Generator,
                   out: np.ndarray) -> float:
-    """Seconds for what augmentation adds to a `train.fit` epoch: the shuffled copy
+    """Seconds for an epoch's augmentation on one core, by itself: the shuffled copy
     of the rows and their distortion."""
     started = time.perf_counter()
     np.take(X, rng.permutation(len(X)), axis=0, out=out)
@@ -428,6 +430,33 @@ def time_drift(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarra
         f"last / first {last / first:.2f}x; target <= 1.2x")
 
 
+def time_augmented(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+                   hp: Train, likes: dict[str, Train], alone: dict[str, list[float]],
+                   rounds: int, epochs: int = 3) -> None:
+    """Print what each distortion of `likes` adds to a `train.fit` epoch, as the
+    pipeline trains: fit makes each epoch's images ahead on a second thread
+    (pipeline/feed.py), so the cost is what that does not hide. Short fits, plain
+    and distorted by turns, so that load hits them alike; the first epoch of each
+    (made before training starts, nothing to hide it) is left out. `alone` holds
+    the seconds of each distortion on one core by itself, for the detail."""
+    cfgs = {"plain": hp, **{name: distorted(hp, like) for name, like in likes.items()}}
+    times: dict[str, list[float]] = {name: [] for name in cfgs}
+    for r in range(rounds):
+        for name, cfg in cfgs.items():
+            _, history = train.fit(X, y, X_val, y_val, dataclasses.replace(cfg, epochs=epochs),
+                                   rng=np.random.default_rng([6, r]))
+            times[name] += [h["seconds"] for h in history[1:]]
+            time.sleep(PAUSE)
+    plain_s = min(times["plain"])
+    for (name, target) in zip(likes, ("0.25x", "0.5x")):
+        added = min(times[name]) - plain_s
+        row(f"{name}, s/epoch added", f"{added:.3f} s",
+            f"{added / plain_s:.2f}x a plain epoch ({plain_s:.3f} s), target <= {target}; "
+            f"fit's epochs, best of {len(times[name])}, distorted {min(times[name]):.3f} s, "
+            f"median {np.median(times[name]):.3f} s; the distortion alone on one core "
+            f"{min(alone[name]):.3f} s")
+
+
 def report_training(times: dict[str, list[float]], gflop: float, rows: tuple[int, int],
                     batch: int, threads: int, torch, fitted: dict, contenders: dict) -> None:
     """Print the training rows. Other programs only ever add time, so the best epoch
@@ -443,10 +472,6 @@ def report_training(times: dict[str, list[float]], gflop: float, rows: tuple[int
         f"{gflop / best['matmul']:.0f} GFLOP/s; {spread(times['matmul'])}")
     row("training / matmul-only", f"{best['numpy'] / best['matmul']:.2f}x",
         f"{ratios(times['numpy'], times['matmul'])}; target <= 1.6x")
-    for name, target in zip([k for k in times if "(" in k], ("0.25x", "0.5x")):
-        row(f"{name}, s/epoch added", f"{best[name]:.3f} s",
-            f"{best[name] / best['numpy']:.2f}x a plain epoch, target <= {target}; "
-            f"the shuffled copy and its distortion; {spread(times[name])}")
     for mode, label, target in (("torch", "default", "0.35x"),
                                 ("torch_ftz", "flush-denormal", "0.5x")):
         if mode in contenders:
@@ -524,6 +549,10 @@ def main(argv: list[str] | None = None) -> int:
         report_training(times, epoch_gflop(len(X), len(X_val), X.shape[1], hp.hidden),
                         (len(X), len(X_val)), hp.batch_size, args.threads, torch, fitted,
                         contenders)
+        time_augmented(X, y, X_val, y_val, hp,
+                       {"shifts (params.yaml)": Train.of(p),
+                        "distortions (params-best.yaml)": best},
+                       {k: times[k] for k in distortions}, max(2, args.repeats // 2))
         if args.drift_epochs:
             time_drift(X, y, X_val, y_val, distorted(hp, best), args.drift_epochs)
         if torch is None and not args.no_torch:
