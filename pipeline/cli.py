@@ -194,7 +194,9 @@ def predict_images(params: dict, paths: list[str], show: bool) -> int:
           + (f", validation accuracy {100 * accuracy:.2f}%)" if accuracy else ")"), flush=True)
     prepared = image.prepare_files([Path(p) for p in paths])
     failed = False
-    for path, top in zip(paths, image.top_classes(nets, prepared, params["predict.batch_size"])):
+    tops = image.top_classes(nets, prepared, params["predict.batch_size"],
+                             tta_shift=params["predict.tta_shift"])
+    for path, top in zip(paths, tops):
         if isinstance(top, PipelineError):
             print(f"error: {top}", file=sys.stderr, flush=True)
             failed = True

@@ -209,15 +209,15 @@ def load_model(model_path: Path) -> list[dict]:
 
 
 def top_classes(nets: list[dict], prepared: list[np.ndarray | PipelineError],
-                batch_size: int = 4096,
-                k: int = 3) -> list[list[tuple[int, float]] | PipelineError]:
+                batch_size: int = 4096, k: int = 3,
+                tta_shift: float = 0.0) -> list[list[tuple[int, float]] | PipelineError]:
     """The `k` likeliest (class, probability) pairs for each prepared image; errors
-    are passed through."""
+    are passed through. tta_shift as predict's (`model.ensemble_proba`)."""
     results = list(prepared)
     good = [i for i, r in enumerate(results) if not isinstance(r, PipelineError)]
     if good:
         probs = model.ensemble_proba(nets, np.stack([results[i] for i in good]),
-                                     batch_size)                     # (len(good), 10)
+                                     batch_size, tta_shift)          # (len(good), 10)
         best = np.argsort(-probs, axis=1, kind="stable")[:, :k]     # (len(good), k)
         for row, i in enumerate(good):
             results[i] = [(int(c), float(probs[row, c])) for c in best[row]]

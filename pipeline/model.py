@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline import artifacts, network
+from pipeline import artifacts, augment, network
 from pipeline.errors import PipelineError
 
 
@@ -41,10 +41,36 @@ def load(path) -> list[dict[str, np.ndarray]]:
     return nets
 
 
-def ensemble_proba(nets: list[dict], X: np.ndarray, batch_size: int) -> np.ndarray:
-    """Mean of the members' softmax outputs, (N, 10)."""
-    total = network.predict_proba(nets[0], X, batch_size)
-    for params in nets[1:]:
-        total += network.predict_proba(params, X, batch_size)
-    total /= len(nets)
+# Test-time augmentation: the image and four copies, moved along x and y either way.
+MOVES = ((0.0, 0.0), (1.0, 0.0), (-1.0, 0.0), (0.0, 1.0), (0.0, -1.0))
+
+
+def views(X: np.ndarray, shift: float) -> list[np.ndarray]:
+    """The images X (N, side*side), and when shift > 0 their copies moved `shift`
+    pixels right, left, down and up (bilinearly; what moves out is lost, zeros move
+    in): 1 or 5 arrays (N, side*side)."""
+    if not shift:
+        return [X]
+    side = int(round(np.sqrt(X.shape[1])))
+    moved = [X]
+    for dx, dy in MOVES[1:]:
+        by = np.empty((2, len(X)), np.float32)          # (x, y) per image
+        by[0], by[1] = dx * shift, dy * shift
+        moved.append(augment.translate(X, by, side))
+    return moved
+
+
+def ensemble_proba(nets: list[dict], X: np.ndarray, batch_size: int,
+                   tta_shift: float = 0.0) -> np.ndarray:
+    """Mean of the members' softmax outputs, (N, 10), over the images X (N, 784) and,
+    when tta_shift > 0, their moved copies (`views`): test-time augmentation, which
+    costs a forward pass per copy and lifted one network's validation accuracy by
+    about 0.15 points (docs/accuracy.md)."""
+    total = np.zeros((len(X), len(nets[0]["b2"])), np.float32)
+    for start in range(0, len(X), batch_size):
+        rows = slice(start, start + batch_size)
+        for view in views(X[rows], tta_shift):         # a batch at a time: bounded memory
+            for params in nets:
+                total[rows] += network.predict_proba(params, view, batch_size)
+    total /= len(nets) * (len(MOVES) if tta_shift else 1)
     return total

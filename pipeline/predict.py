@@ -14,10 +14,12 @@ log = logging.getLogger(__name__)
 NOT_HELD_OUT = " (not held out: train.all_rows=true trained on these rows)"
 
 
-def run(inputs: dict, out: dict, batch_size: int) -> None:
+def run(inputs: dict, out: dict, batch_size: int, tta_shift: float = 0.0) -> None:
     """`inputs` maps model, train_metrics, test_x, val_x, val_y to paths; `out` maps
-    test_probs, test_labels, val_probs and metrics to paths. The metrics say whether
-    the validation rows were held out, as train's metrics do for the same model."""
+    test_probs, test_labels, val_probs and metrics to paths. tta_shift > 0 averages
+    each image's probabilities with those of its copies moved that many pixels
+    (`model.views`). The metrics say whether the validation rows were held out, as
+    train's metrics do for the same model."""
     nets = model.load(inputs["model"])
     # The model's own record, not today's params: train.all_rows may have changed since.
     held_out = artifacts.load_json(inputs["train_metrics"], "train").get("val_held_out", True)
@@ -33,8 +35,8 @@ def run(inputs: dict, out: dict, batch_size: int) -> None:
         raise PipelineError(f"{inputs['val_y']} has {len(val_y)} labels for {len(val_x)} "
                             f"validation images in {inputs['val_x']}: run `python run.py "
                             "preprocess --force`")
-    test_probs = model.ensemble_proba(nets, test_x, batch_size)          # (M, 10)
-    val_probs = model.ensemble_proba(nets, val_x, batch_size)            # (N_val, 10)
+    test_probs = model.ensemble_proba(nets, test_x, batch_size, tta_shift)   # (M, 10)
+    val_probs = model.ensemble_proba(nets, val_x, batch_size, tta_shift)     # (N_val, 10)
     scores = {**metrics.summary(val_probs, val_y), "val_held_out": held_out}
     artifacts.save_array(out["test_probs"], test_probs)
     artifacts.save_array(out["test_labels"], test_probs.argmax(axis=1).astype(np.int64))

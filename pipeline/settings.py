@@ -89,9 +89,10 @@ class Train:
 
 @dataclass(frozen=True)
 class Predict:
-    """Prediction on the test rows."""
+    """Prediction on the test and validation rows."""
 
     batch_size: int = rule("an integer >= 1", lambda v: v >= 1)
+    tta_shift: float = rule("a number of pixels in [0, 3] (0: off)", lambda v: 0 <= v <= 3)
 
 
 @dataclass(frozen=True)

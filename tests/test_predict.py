@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 
-from pipeline import artifacts, network, predict
+from pipeline import artifacts, model, network, predict
 from pipeline.errors import PipelineError
 
 
@@ -34,6 +34,39 @@ def test_ensemble_averages_the_members_softmax(files):
     expected = (network.predict_proba(nets[0], X) + network.predict_proba(nets[1], X)) / 2
     np.testing.assert_allclose(np.load(out["test_probs"]), expected, rtol=1e-5)
     np.testing.assert_array_equal(np.load(out["test_labels"]), expected.argmax(axis=1))
+
+
+def moved(X: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """Images (N, 784) moved dx pixels left and dy up (content), zeros moving in."""
+    image = X.reshape(-1, 28, 28)
+    out = np.zeros_like(image)
+    src = (slice(max(dy, 0), 28 + min(dy, 0)), slice(max(dx, 0), 28 + min(dx, 0)))
+    dst = (slice(max(-dy, 0), 28 + min(-dy, 0)), slice(max(-dx, 0), 28 + min(-dx, 0)))
+    out[(slice(None),) + dst] = image[(slice(None),) + src]
+    return out.reshape(len(X), -1)
+
+
+def test_test_time_augmentation_averages_the_image_and_four_moved_copies(files):
+    nets, paths, out = files
+    predict.run(paths, out, batch_size=7, tta_shift=1.0)
+    X = np.load(paths["test_x"])
+    copies = [X] + [moved(X, dx, dy) for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+    np.testing.assert_array_equal(model.views(X, 1.0)[1:], copies[1:])
+    expected = np.mean([network.predict_proba(net, c) for net in nets for c in copies], axis=0)
+    np.testing.assert_allclose(np.load(out["test_probs"]), expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(np.load(out["test_labels"]), expected.argmax(axis=1))
+    assert not np.allclose(expected, (network.predict_proba(nets[0], X)
+                                      + network.predict_proba(nets[1], X)) / 2)
+
+
+def test_without_test_time_augmentation_nothing_is_moved(files):
+    nets, paths, _ = files
+    X = np.load(paths["test_x"])
+    assert len(model.views(X, 0.0)) == 1 and model.views(X, 0.0)[0] is X
+    whole = model.ensemble_proba(nets, X, batch_size=4096)
+    np.testing.assert_array_equal(model.ensemble_proba(nets, X, batch_size=7), whole)
+    np.testing.assert_array_equal(whole, (network.predict_proba(nets[0], X)
+                                          + network.predict_proba(nets[1], X)) / 2)
 
 
 def test_metrics_json_scores_the_validation_probabilities(files):

@@ -174,12 +174,13 @@ def test_all_rows_refuses_to_choose_epochs_on_trained_rows(tmp_path, digits, opt
     assert not (tmp_path / "train").exists()
 
 
-def test_params_best_is_complete_and_differs_only_in_train():
+def test_params_best_is_complete_and_differs_only_in_train_and_tta():
     # Loading checks every key; a section added to params.yaml must be added here too.
     default = params_mod.load(ROOT / "params.yaml")
     best = params_mod.load(ROOT / "params-best.yaml")
     changed = {k for k in default if best[k] != default[k]}
-    assert changed and all(k.startswith("train.") for k in changed)
+    assert changed and all(k.startswith("train.") or k == "predict.tta_shift" for k in changed)
+    assert best["predict.tta_shift"] > 0
     assert best["train.members"] > 1 and best["train.elastic_alpha"] > 0
     # params-single.yaml is params-best.yaml distilled into one network, nothing else.
     single = params_mod.load(ROOT / "params-single.yaml")
