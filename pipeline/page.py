@@ -44,19 +44,26 @@ def decode_weights(blob: dict) -> dict[str, np.ndarray]:
     return params
 
 
-def which_network(members: int) -> str:
-    """A sentence saying which network of the saved model the page runs."""
+def which_network(members: int, tta: bool = False) -> str:
+    """A sentence saying which network of the saved model the page runs (and that
+    it runs without test-time augmentation, when predict used it)."""
     if members == 1:
-        return "the network saved by train, whose weights are embedded in this page."
-    return (f"the first of the {members} networks of the saved ensemble (its weights are "
-            f"embedded in this page), so its probabilities can differ a little from the "
-            f"ensemble's, whose scores this report gives.")
+        said = "the network saved by train, whose weights are embedded in this page."
+    else:
+        said = (f"the first of the {members} networks of the saved ensemble (its weights "
+                f"are embedded in this page), so its probabilities can differ a little from "
+                f"the ensemble's, whose scores this report gives.")
+    if tta:
+        said += (" It sees the drawing once, without the moved copies of test-time "
+                 "augmentation that predict averages.")
+    return said
 
 
-def panel(params: dict[str, np.ndarray], members: int = 1) -> str:
+def panel(params: dict[str, np.ndarray], members: int = 1, tta: bool = False) -> str:
     """The panel's HTML: the canvas, the outputs, the weights of `params` (one
     network, W1 (784, H) ...) as JSON, and SCRIPT. `members`: the saved model's
-    network count, for the sentence saying which one runs here."""
+    network count, and `tta`: whether predict used test-time augmentation, for the
+    sentence saying what runs here."""
     model = {
         **encode_weights(params),
         # image.py's constants, so the page prepares drawings as predict-image does.
@@ -77,7 +84,7 @@ def panel(params: dict[str, np.ndarray], members: int = 1) -> str:
 <p>Draw with the mouse, a finger or a pen. As you draw, the page prepares the drawing as
 <code>predict-image</code> prepares an image file (grey levels, cropped to the ink, scaled to
 fit 20x20 keeping its shape, thin strokes widened, centred by its centre of mass in 28x28)
-and runs the network on it, here in the page, with {html.escape(which_network(members))}</p>
+and runs the network on it, here in the page, with {html.escape(which_network(members, tta))}</p>
 <div class="digits">
 <div>
 <canvas id="digit-canvas" width="{CANVAS}" height="{CANVAS}" data-pen="{PEN}"

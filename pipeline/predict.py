@@ -37,7 +37,8 @@ def run(inputs: dict, out: dict, batch_size: int, tta_shift: float = 0.0) -> Non
                             "preprocess --force`")
     test_probs = model.ensemble_proba(nets, test_x, batch_size, tta_shift)   # (M, 10)
     val_probs = model.ensemble_proba(nets, val_x, batch_size, tta_shift)     # (N_val, 10)
-    scores = {**metrics.summary(val_probs, val_y), "val_held_out": held_out}
+    scores = {**metrics.summary(val_probs, val_y), "val_held_out": held_out,
+              "tta_shift": tta_shift}
     artifacts.save_array(out["test_probs"], test_probs)
     artifacts.save_array(out["test_labels"], test_probs.argmax(axis=1).astype(np.int64))
     artifacts.save_array(out["val_probs"], val_probs)

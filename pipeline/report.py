@@ -248,6 +248,9 @@ def index_html(scores: dict, history: dict[str, np.ndarray], figures: dict[str, 
                 ("macro F1", f"{scores['macro_f1']:.4f}"),
                 ("validation images", str(scores["val_rows"])),
                 ("epochs run", str(epochs))]
+    if scores.get("tta_shift"):
+        headline.append(("test-time augmentation", f"each image and its copies moved "
+                         f"{scores['tta_shift']:g} pixel(s) left, right, up and down, averaged"))
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in headline)
     per_class = "".join(
         f"<tr><td>{c}</td><td>{s['precision']:.4f}</td><td>{s['recall']:.4f}</td>"
@@ -326,7 +329,7 @@ def run(inputs: dict, out: dict, sample: bool = False, outputs: str | None = Non
     for name, fig in drawn.items():
         save_png(fig, out[name])
     held_out = artifacts.load_json(inputs["train_metrics"], "train").get("val_held_out", True)
-    panel = page_mod.panel(nets[page_mod.MEMBER], len(nets))
+    panel = page_mod.panel(nets[page_mod.MEMBER], len(nets), bool(scores.get("tta_shift")))
     runs = experiments.cells(experiments.load_table(outputs)) if outputs else None
     page = index_html(scores, history, {out[n].name: FIGURES[n] for n in FIGURES}, held_out,
                       panel, sample, runs)

@@ -61,6 +61,8 @@ def test_the_page_says_which_network_of_an_ensemble_it_runs(rng):
     params = network.init_params(rng, n_hidden=16)
     assert "the network saved by train" in page.panel(params, members=1)
     assert "the first of the 5 networks" in page.panel(params, members=5)
+    assert "without the moved copies" in page.panel(params, members=1, tta=True)
+    assert "moved copies" not in page.panel(params, members=1)
 
 
 def test_the_report_folder_stays_under_8_mb(built):

@@ -116,3 +116,16 @@ def test_the_page_gives_the_interval_marks_a_demo_and_lists_the_runs(rng):
     assert "Made from the bundled sample</strong> (data/sample): a demo, not for upload" in page
     assert "<h2>Runs</h2>" in page and "<tr><th>run</th><th>epochs</th></tr>" in page
     assert "<tr><td>2</td><td>&lt;20&gt;</td></tr>" in page
+
+
+def test_the_page_says_when_predict_used_test_time_augmentation(rng):
+    from pipeline import metrics
+    y = rng.integers(0, 10, 20)
+    probs = rng.random((20, 10)).astype(np.float32)
+    scores = metrics.summary(probs / probs.sum(axis=1, keepdims=True), y)
+    history = {"epoch": np.array([1.0])}
+    assert "test-time augmentation" not in report.index_html({**scores, "tta_shift": 0.0},
+                                                             history, {})
+    page = report.index_html({**scores, "tta_shift": 1.0}, history, {})
+    assert ("<th>test-time augmentation</th><td>each image and its copies moved 1 pixel(s) "
+            "left, right, up and down, averaged</td>") in page
