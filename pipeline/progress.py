@@ -43,10 +43,11 @@ class Epochs:
     the bar is closed however training ends (early stopping, an error)."""
 
     def __init__(self, epochs: int, members: int = 1, desc: str = "train",
-                 stream: TextIO | None = None):
+                 stream: TextIO | None = None, total: int | None = None):
         self.bar = None
         self.epochs, self.members, self.desc = epochs, members, desc
-        self.total, self.done = epochs * members, 0
+        # `total`: every member's epochs, when one (a student) trains longer.
+        self.total, self.done = total or epochs * members, 0
         self.started = time.perf_counter()
         stream = stream or sys.stdout
         if bars_wanted(stream):
@@ -70,7 +71,8 @@ class Epochs:
         left = elapsed / self.done * (self.total - self.done)
         lr = f"  lr {row['lr']:.2g}" if "lr" in row else ""
         log.info("%s: %sepoch %d/%d  %s%s  (%.1f s, %s left)", self.desc, member,
-                 row["epoch"], self.epochs, scores, lr, row["seconds"], _duration(left))
+                 row["epoch"], row.get("of", self.epochs), scores, lr, row["seconds"],
+                 _duration(left))
 
     def close(self) -> None:
         """Finish the bar, if one is drawn."""

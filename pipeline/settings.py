@@ -67,6 +67,7 @@ class Train:
     cv_folds: int = rule("0 (off) or an integer >= 2", lambda v: v == 0 or v >= 2)
     distill_temperature: float = rule("a number >= 0 (0: off)", lambda v: v >= 0)
     distill_weight: float = rule("a number in [0, 1]", lambda v: 0 <= v <= 1)
+    distill_epochs: int = rule("an integer >= 0 (0: train.epochs)", lambda v: v >= 0)
 
     @classmethod
     def of(cls, flat: dict[str, Any]) -> Train:

@@ -202,7 +202,8 @@ def train_networks(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.nd
                    stamp: str) -> tuple[list[dict], list[dict]]:
     """Train `networks` networks with `fit` and cfg, network k from the seed
     [seed, 2, k]; when there are more than cfg.members, the last is a student of
-    the members (distilled at cfg.distill_temperature). After each epoch,
+    the members (distilled at cfg.distill_temperature, for cfg.distill_epochs
+    epochs, or cfg.epochs when that is 0). After each epoch,
     the checkpoint at `saved_at` (key `stamp`) records where training stands, and
     a run stopped midway goes on from there. Returns (params of each, the history
     rows of all, each with its `member`)."""
@@ -211,15 +212,19 @@ def train_networks(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.nd
         log.info("train: resuming from the checkpoint after epoch %d of member %d",
                  resume.epoch, len(done) + 1)
     nets, history = [], []
+    student = dataclasses.replace(cfg, epochs=cfg.distill_epochs or cfg.epochs)
+    total = cfg.epochs * min(networks, cfg.members) + student.epochs * (networks > cfg.members)
     # A bar on a terminal, else log lines; closed even when training fails.
-    with progress.Epochs(cfg.epochs, networks) as shown:
+    with progress.Epochs(cfg.epochs, networks, total=total) as shown:
         for k in range(networks):
             if k < len(done):                   # finished before the run was stopped
                 flat, rows = done[k]
                 params = network.views(flat, network.shapes(X.shape[1], cfg.hidden, 10))
             else:
-                def on_epoch(row: dict, k: int = k) -> None:
-                    row.update(member=k, members=networks)
+                fitted = student if k == cfg.members else cfg
+
+                def on_epoch(row: dict, k: int = k, of: int = fitted.epochs) -> None:
+                    row.update(member=k, members=networks, of=of)
                     shown(row)
 
                 def on_progress(now: checkpoint.Progress) -> None:
@@ -231,7 +236,7 @@ def train_networks(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.nd
                 # fit's error.
                 with np.errstate(over="ignore", invalid="ignore"):
                     params, rows = fit(
-                        X, y, X_val, y_val, cfg, rng=np.random.default_rng([seed, 2, k]),
+                        X, y, X_val, y_val, fitted, rng=np.random.default_rng([seed, 2, k]),
                         on_epoch=on_epoch, resume=resume if k == len(done) else None,
                         on_progress=on_progress, teacher=teacher)
                 done.append((network.pack(params)[0], rows))

@@ -53,6 +53,14 @@ def test_members_are_counted_in_the_lines(pipeline_log):
     assert lines.getvalue().startswith("train: member 2/3  epoch 2/2")
 
 
+def test_a_student_that_trains_longer_shows_its_own_epochs(pipeline_log):
+    _, lines = pipeline_log
+    shown = progress.Epochs(2, members=2, stream=io.StringIO(), total=2 + 4)
+    shown({**ROW, "member": 1, "epoch": 1, "of": 4})
+    first = lines.getvalue().splitlines()[0]
+    assert first.startswith("train: member 2/2  epoch 1/4") and shown.total == 6
+
+
 def test_on_a_terminal_a_bar_replaces_the_lines(pipeline_log):
     _, lines = pipeline_log
     term = Terminal()

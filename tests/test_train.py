@@ -182,9 +182,11 @@ def test_params_best_is_complete_and_differs_only_in_train_and_tta():
     assert changed and all(k.startswith("train.") or k == "predict.tta_shift" for k in changed)
     assert best["predict.tta_shift"] > 0
     assert best["train.members"] > 1 and best["train.elastic_alpha"] > 0
-    # params-single.yaml is params-best.yaml distilled into one network, nothing else.
+    # params-single.yaml is params-best.yaml distilled into one network, which trains
+    # longer and predicts without test-time augmentation (it does not help the student).
     single = params_mod.load(ROOT / "params-single.yaml")
-    assert {k for k in best if single[k] != best[k]} == {"train.distill_temperature"}
+    assert {k for k in best if single[k] != best[k]} == {
+        "train.distill_temperature", "train.distill_epochs", "predict.tta_shift"}
 
 
 def test_training_leaves_no_subnormal_weight_or_state(monkeypatch, tmp_path):
@@ -364,3 +366,12 @@ def test_the_stage_keeps_only_the_student_when_distilling(tmp_path, digits):
     assert len(scores["distilled_from"]["member_val_accuracy"]) == 2
     assert [line.split(",")[-1] for line in history.splitlines()[1:]] == \
         ["0", "0", "1", "1", "2", "2"]                 # two teachers, then the student
+
+
+def test_the_student_trains_for_distill_epochs_when_set(tmp_path, digits):
+    _, history, scores = run_stage(tmp_path / "d", digits, members=2, distill_temperature=2.0,
+                                   distill_epochs=3)
+    rows = [line.split(",") for line in history.splitlines()[1:]]
+    assert [(r[0], r[-1]) for r in rows] == [("1", "0"), ("2", "0"), ("1", "1"), ("2", "1"),
+                                             ("1", "2"), ("2", "2"), ("3", "2")]
+    assert scores["epochs"] == 3 and scores["member_epochs"] == [3]
