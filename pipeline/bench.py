@@ -231,10 +231,10 @@ def time_run(train_csv: Path, test_csv: Path, workdir: Path,
         # and this one holds the benchmark's arrays (it read 912 MiB for a 586 MiB run).
         status_file = Path(f"/proc/{child.pid}/status")
         while child.poll() is None:
-            with contextlib.suppress(OSError, ValueError):
-                peak = max(peak, 1024 * int(next(
-                    line.split()[1] for line in status_file.read_text().splitlines()
-                    if line.startswith("VmHWM:"))))
+            with contextlib.suppress(OSError):          # no /proc, or the child just ended
+                kib = [int(line.split()[1]) for line in status_file.read_text().splitlines()
+                       if line.startswith("VmHWM:")]    # none once it has exited
+                peak = max([peak] + [1024 * k for k in kib])
             time.sleep(0.02)
     wall = time.perf_counter() - started
     if child.returncode != 0:

@@ -1,8 +1,12 @@
 """Each epoch's training images, shuffled and distorted afresh, made one epoch ahead.
 
-Distorting 37800 images costs about half a training epoch, in NumPy on one core.
-`Feed` makes the next epoch's images on a second thread while the network trains
-on this epoch's, so on a machine with two cores or more that cost is mostly hidden.
+Distorting 37800 images costs about as much as a training epoch's matrix products,
+in NumPy on one core. `Feed` makes the next epoch's images on a second thread while
+the network trains on this epoch's, so on a machine with two cores or more that cost
+is mostly hidden. Meanwhile BLAS gets one core fewer: OpenBLAS's threads wait for
+each other by spinning, so a product whose thread shares a core with the feed waits
+for it (on 2 cores, the default run's train step took 7.9-10.6 s with two BLAS
+threads and the feed, 8.1-8.4 s with one).
 
 Epoch e draws its order and its distortions from a stream of its own,
 `epoch_rng(seed, e)`, so its images are the same whether they were made ahead or
@@ -10,10 +14,19 @@ not, and a run that resumes at epoch e needs nothing but e. NumPy only, no I/O.
 """
 from __future__ import annotations
 
+import os
 import threading
 from typing import Callable
 
 import numpy as np
+from threadpoolctl import threadpool_limits
+
+
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
@@ -26,16 +39,20 @@ class Feed:
 
     `epoch(e, then)` returns (order (N,), images (N, D)), with images[i] the
     distorted X[order[i]], and when `then` is given starts making that epoch's on a
-    background thread (`ahead`) or leaves it for later (not `ahead`): the results
-    are the same. Two buffers of X's size take turns, so an epoch's images stay
-    valid until the call after the next. Close the feed (or use it in a `with`)
-    before its buffers go: that waits for the thread.
+    background thread (`ahead`, by default when there are two cores or more) or
+    leaves it for later: the results are the same. Two buffers of X's size take
+    turns, so an epoch's images stay valid until the call after the next. Use the
+    feed in a `with`: inside, BLAS has one core fewer when it works ahead, and the
+    end waits for its thread.
     """
 
-    def __init__(self, X: np.ndarray, augment: Callable, seed: int, ahead: bool = True):
-        self.X, self.augment, self.seed, self.ahead = X, augment, seed, ahead
-        self._buffers = [np.empty_like(X) for _ in range(2 if ahead else 1)]
+    def __init__(self, X: np.ndarray, augment: Callable, seed: int,
+                 ahead: bool | None = None):
+        self.X, self.augment, self.seed = X, augment, seed
+        self.ahead = cores() > 1 if ahead is None else ahead
+        self._buffers = [np.empty_like(X) for _ in range(2 if self.ahead else 1)]
         self._pending: tuple[int, threading.Thread, dict] | None = None
+        self._limits = None
 
     def _make(self, epoch: int) -> np.ndarray:
         """Fill epoch's buffer with its images and return its order."""
@@ -78,12 +95,18 @@ class Feed:
         return order, self._buffers[epoch % len(self._buffers)]
 
     def close(self) -> None:
-        """Wait for the thread, if one is running; its work is dropped."""
+        """Wait for the thread, if one is running (its work is dropped), and give
+        BLAS its threads back."""
         if self._pending is not None:
             self._pending[1].join()
             self._pending = None
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+            self._limits = None
 
     def __enter__(self) -> "Feed":
+        if self.ahead:
+            self._limits = threadpool_limits(max(1, cores() - 1), user_api="blas")
         return self
 
     def __exit__(self, *exc) -> None:

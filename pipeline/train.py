@@ -6,9 +6,9 @@ stacked on a leading axis, so predict can average their softmax outputs.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -116,82 +116,81 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg:
         best = None if resume.best is None else resume.best.copy()
         epoch_seed = resume.epoch_seed
     # Augmentation distorts a shuffled copy of the whole epoch, made an epoch ahead on
-    # a second core when there is one. Without it, batches are gathered into one small
-    # buffer: copying all of X each epoch (and page-faulting the copy in the first)
-    # cost 0.4-1.3 s more per default run.
-    feed = (Feed(X, augment, epoch_seed, ahead=(os.cpu_count() or 1) > 1)
-            if augment is not None else None)
-    for epoch in range(len(history) + 1, cfg.epochs + 1):
-        if cfg.patience and since_best >= cfg.patience:
-            break
-        start_time = time.perf_counter()
-        if feed is not None:
-            # (N,) and (N, 784): shuffled[i] is X[order[i]], distorted
-            order, shuffled = feed.epoch(epoch, epoch + 1 if epoch < cfg.epochs else None)
-            if teacher is not None:
-                targets = teacher(shuffled)
-        else:
-            order = epoch_rng(epoch_seed, epoch).permutation(n)
-        ce_sum, correct = 0.0, 0
-        epoch_lr = rate(epoch - 1)
-        for i, start in enumerate(range(0, n, cfg.batch_size)):
-            idx = order[start:start + cfg.batch_size]
-            if augment is not None:
-                xb = shuffled[start:start + cfg.batch_size]
+    # a core of its own when there are two or more (pipeline/feed.py). Without it,
+    # batches are gathered into one small buffer: copying all of X each epoch (and
+    # page-faulting the copy in the first) cost 0.4-1.3 s more per default run.
+    feed = Feed(X, augment, epoch_seed) if augment is not None else None
+    with feed or contextlib.nullcontext():      # ends its thread however training ends
+        for epoch in range(len(history) + 1, cfg.epochs + 1):
+            if cfg.patience and since_best >= cfg.patience:
+                break
+            start_time = time.perf_counter()
+            if feed is not None:
+                # (N,) and (N, 784): shuffled[i] is X[order[i]], distorted
+                order, shuffled = feed.epoch(epoch, epoch + 1 if epoch < cfg.epochs else None)
+                if teacher is not None:
+                    targets = teacher(shuffled)
             else:
-                xb = np.take(X, idx, axis=0, out=batch[:len(idx)])
-            if cfg.input_dropout:
-                dropout_(xb, cfg.input_dropout, rng)
-            yb = y[idx]
-            opt.lr = rate(epoch - 1 + i / batches)
-            probs, h = network.forward(params, xb)
-            ce_sum += network.cross_entropy(probs, yb) * len(yb)
-            correct += int((probs.argmax(axis=1) == yb).sum())
-            if teacher is None:
-                network.backward(params, xb, h, probs, yb, cfg.l2, grads)
-            else:
-                tb = targets[start:start + cfg.batch_size] if augment is not None else targets[idx]
-                network.backward(params, xb, h, probs, yb, cfg.l2, grads, tb,
-                                 cfg.distill_temperature, cfg.distill_weight)
-            opt.step(flat, flat_grads)
-            if cfg.max_norm:
-                max_norm_(params, cfg.max_norm)
-        opt.flush(flat)                  # no subnormal weight is kept, seen or saved
-        loss = ce_sum / n + network.l2_penalty(params, cfg.l2)
-        # RMSprop's steps are bounded, so a far too large rate can leave the loss finite
-        # but useless: a cross-entropy far above the ln 10 of guessing uniformly, or a
-        # loss (with its L2 term) a hundred times the untrained one, is divergence too.
-        finite = np.isfinite(loss) and all(np.isfinite(p).all() for p in params.values())
-        if not finite or ce_sum / n > 3 * np.log(10) or loss > 100 * start_loss:
-            raise PipelineError(
-                f"training diverged at epoch {epoch}: the loss is {loss:.4g}. Try a smaller "
-                f"learning rate than train.lr={cfg.lr:g} "
-                f"(e.g. --set train.lr={cfg.lr / 10:g}); nothing was written")
-        val_probs = network.predict_proba(params, X_val)
-        row = {
-            "epoch": epoch,
-            "loss": loss,
-            "train_accuracy": correct / n,
-            "val_loss": network.cross_entropy(val_probs, y_val),
-            "val_accuracy": float((val_probs.argmax(axis=1) == y_val).mean()),
-            "seconds": time.perf_counter() - start_time,
-            "lr": epoch_lr,
-        }
-        history.append(row)
-        if on_epoch:
-            on_epoch(row)
-        if cfg.keep_best or cfg.patience:
-            if best_epoch(history) == epoch:
-                since_best = 0
-                if cfg.keep_best:               # patience alone needs no copy
-                    best = flat.copy()
-            else:
-                since_best += 1
-        if on_progress:
-            on_progress(Progress(epoch, flat, opt.mean_sq, opt.steps, rng.bit_generator.state,
-                                 history, best, since_best, epoch_seed))
-    if feed is not None:
-        feed.close()            # patience may have stopped before the epoch made ahead
+                order = epoch_rng(epoch_seed, epoch).permutation(n)
+            ce_sum, correct = 0.0, 0
+            epoch_lr = rate(epoch - 1)
+            for i, start in enumerate(range(0, n, cfg.batch_size)):
+                idx = order[start:start + cfg.batch_size]
+                if augment is not None:
+                    xb = shuffled[start:start + cfg.batch_size]
+                else:
+                    xb = np.take(X, idx, axis=0, out=batch[:len(idx)])
+                if cfg.input_dropout:
+                    dropout_(xb, cfg.input_dropout, rng)
+                yb = y[idx]
+                opt.lr = rate(epoch - 1 + i / batches)
+                probs, h = network.forward(params, xb)
+                ce_sum += network.cross_entropy(probs, yb) * len(yb)
+                correct += int((probs.argmax(axis=1) == yb).sum())
+                if teacher is None:
+                    network.backward(params, xb, h, probs, yb, cfg.l2, grads)
+                else:
+                    tb = (targets[start:start + cfg.batch_size] if augment is not None
+                          else targets[idx])
+                    network.backward(params, xb, h, probs, yb, cfg.l2, grads, tb,
+                                     cfg.distill_temperature, cfg.distill_weight)
+                opt.step(flat, flat_grads)
+                if cfg.max_norm:
+                    max_norm_(params, cfg.max_norm)
+            opt.flush(flat)                  # no subnormal weight is kept, seen or saved
+            loss = ce_sum / n + network.l2_penalty(params, cfg.l2)
+            # RMSprop's steps are bounded, so a far too large rate can leave the loss finite
+            # but useless: a cross-entropy far above the ln 10 of guessing uniformly, or a
+            # loss (with its L2 term) a hundred times the untrained one, is divergence too.
+            finite = np.isfinite(loss) and all(np.isfinite(p).all() for p in params.values())
+            if not finite or ce_sum / n > 3 * np.log(10) or loss > 100 * start_loss:
+                raise PipelineError(
+                    f"training diverged at epoch {epoch}: the loss is {loss:.4g}. Try a smaller "
+                    f"learning rate than train.lr={cfg.lr:g} "
+                    f"(e.g. --set train.lr={cfg.lr / 10:g}); nothing was written")
+            val_probs = network.predict_proba(params, X_val)
+            row = {
+                "epoch": epoch,
+                "loss": loss,
+                "train_accuracy": correct / n,
+                "val_loss": network.cross_entropy(val_probs, y_val),
+                "val_accuracy": float((val_probs.argmax(axis=1) == y_val).mean()),
+                "seconds": time.perf_counter() - start_time,
+                "lr": epoch_lr,
+            }
+            history.append(row)
+            if on_epoch:
+                on_epoch(row)
+            if cfg.keep_best or cfg.patience:
+                if best_epoch(history) == epoch:
+                    since_best = 0
+                    if cfg.keep_best:               # patience alone needs no copy
+                        best = flat.copy()
+                else:
+                    since_best += 1
+            if on_progress:
+                on_progress(Progress(epoch, flat, opt.mean_sq, opt.steps, rng.bit_generator.state,
+                                     history, best, since_best, epoch_seed))
     if cfg.keep_best:
         params = network.views(best, network.shapes(n_in, cfg.hidden, 10))
     return params, history

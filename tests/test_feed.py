@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import train_settings
+from pipeline import feed as feed_mod
 from pipeline.augment import Augmenter
 from pipeline.feed import Feed, epoch_rng
 
@@ -72,7 +73,7 @@ def test_fit_ends_with_the_same_weights_on_one_core_or_two(monkeypatch):
     X, y = rng.random((200, 784), dtype=np.float32), rng.integers(0, 10, 200)
 
     def fitted(cores):
-        monkeypatch.setattr(train.os, "cpu_count", lambda: cores)
+        monkeypatch.setattr(feed_mod, "cores", lambda: cores)
         cfg = train_settings(hidden=16, epochs=3, batch_size=32, augment_rotate=5.0)
         params, _ = train.fit(X[:160], y[:160], X[160:], y[160:], cfg,
                               rng=np.random.default_rng(0))
@@ -81,3 +82,20 @@ def test_fit_ends_with_the_same_weights_on_one_core_or_two(monkeypatch):
     one, two = fitted(1), fitted(2)
     for name in one:
         np.testing.assert_array_equal(one[name], two[name])
+
+
+def blas_threads() -> int:
+    from threadpoolctl import threadpool_info
+    return max(pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas")
+
+
+def test_blas_has_a_core_fewer_while_the_feed_works_ahead(monkeypatch, images):
+    from threadpoolctl import threadpool_limits
+    monkeypatch.setattr(feed_mod, "cores", lambda: 3)
+    with threadpool_limits(3, user_api="blas"):
+        with Feed(images, Augmenter(SIDE, shift=1.0), seed=1) as feed:
+            feed.epoch(1, 2)
+            assert blas_threads() == 2
+        assert blas_threads() == 3                          # given back
+        with Feed(images, Augmenter(SIDE, shift=1.0), seed=1, ahead=False):
+            assert blas_threads() == 3
