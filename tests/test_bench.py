@@ -43,7 +43,8 @@ def test_bench_reports_every_figure(capsys):
                          ("matmul-only epoch, same shapes", " s"),
                          ("training / matmul-only", "x"), ("prediction, images/s", ""),
                          # Made ahead on another thread: within noise of nothing, or less.
-                         ("shifts (params.yaml), s/epoch added", " s"),
+                         ("shifts (params.yaml's), s/epoch added", " s"),
+                         ("distortions (params.yaml), s/epoch added", " s"),
                          ("distortions (params-best.yaml), s/epoch added", " s"),
                          ("distorted epochs, first / last of 2", " s / " + number + " s"),
                          ("`python run.py`, wall", " s"), ("`python run.py`, peak RSS", " MiB")]:
