@@ -5,8 +5,7 @@ in NumPy on one core. `Feed` makes the next epoch's images on a second thread wh
 the network trains on this epoch's, so on a machine with two cores or more that cost
 is mostly hidden. Meanwhile BLAS gets one core fewer: OpenBLAS's threads wait for
 each other by spinning, so a product whose thread shares a core with the feed waits
-for it (on 2 cores, the default run's train step took 7.9-10.6 s with two BLAS
-threads and the feed, 8.1-8.4 s with one).
+for it (docs/speed.md, Threads).
 
 Epoch e draws its order and its distortions from a stream of its own,
 `epoch_rng(seed, e)`, so its images are the same whether they were made ahead or
