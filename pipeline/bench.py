@@ -14,7 +14,7 @@ row per figure:
     when it is installed (`pip install -r requirements-bench.txt`), side by side, in
     its default mode and with flush-denormal on (its best on Intel), and the
     matmul-only epoch against it: the best ratio any training epoch could reach;
-  - augmentation: what params.yaml's shifts and params-best.yaml's distortions add
+  - augmentation: what shifts alone, params.yaml's and params-best.yaml's distortions add
     to a `train.fit` epoch, which makes them ahead on a second thread (and what they
     cost on one core alone), and the first and last epochs of a long distorted run
     (drift);
@@ -300,7 +300,7 @@ def limit_threads(threads: int) -> contextlib.AbstractContextManager:
         from threadpoolctl import threadpool_limits
     except ImportError:
         print("note: threadpoolctl is not installed, so NumPy in this process uses its "
-              "default thread count (pip install -r requirements-bench.txt)", flush=True)
+              "default thread count (pip install -r requirements.txt)", flush=True)
         return contextlib.nullcontext()
     return threadpool_limits(threads)
 

@@ -190,12 +190,14 @@ def predict_images(params: dict, paths: list[str], show: bool) -> int:
     nets = image.load_model(model)
     scores = stages.artifact(params, "train", "metrics.json")
     accuracy = artifacts.load_json(scores).get("val_accuracy") if scores.exists() else None
+    tta = params["predict.tta_shift"]
     print(f"model: {model} ({len(nets)} network{'s' if len(nets) > 1 else ''}"
-          + (f", validation accuracy {100 * accuracy:.2f}%)" if accuracy else ")"), flush=True)
+          + (f", validation accuracy {100 * accuracy:.2f}%" if accuracy else "")
+          + (" without test-time augmentation; classifying with it)" if tta and accuracy
+             else ")"), flush=True)
     prepared = image.prepare_files([Path(p) for p in paths])
     failed = False
-    tops = image.top_classes(nets, prepared, params["predict.batch_size"],
-                             tta_shift=params["predict.tta_shift"])
+    tops = image.top_classes(nets, prepared, params["predict.batch_size"], tta_shift=tta)
     for path, top in zip(paths, tops):
         if isinstance(top, PipelineError):
             print(f"error: {top}", file=sys.stderr, flush=True)

@@ -9,7 +9,8 @@ for it (docs/speed.md, Threads).
 
 Epoch e draws its order and its distortions from a stream of its own,
 `epoch_rng(seed, e)`, so its images are the same whether they were made ahead or
-not, and a run that resumes at epoch e needs nothing but e. NumPy only, no I/O.
+not, and a run that resumes at epoch e needs nothing but e. NumPy (and threadpoolctl,
+when installed, for the BLAS threads), no I/O.
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import threading
 from typing import Callable
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 
 def cores() -> int:
@@ -39,10 +39,11 @@ class Feed:
     `epoch(e, then)` returns (order (N,), images (N, D)), with images[i] the
     distorted X[order[i]], and when `then` is given starts making that epoch's on a
     background thread (`ahead`, by default when there are two cores or more) or
-    leaves it for later: the results are the same. Two buffers of X's size take
-    turns, so an epoch's images stay valid until the call after the next. Use the
-    feed in a `with`: inside, BLAS has one core fewer when it works ahead, and the
-    end waits for its thread.
+    leaves it for later: the images are the same. Two buffers of X's size take
+    turns, so an epoch's images stay valid until the next call (`then` must be an
+    epoch of the other parity, as the next one is). Use the feed in a `with`: inside,
+    BLAS has at most one thread fewer than cores when it works ahead, and the end
+    waits for the thread.
     """
 
     def __init__(self, X: np.ndarray, augment: Callable, seed: int,
@@ -90,22 +91,32 @@ class Feed:
         done = self._wait()
         order = done[1]["order"] if done and done[0] == epoch else self._make(epoch)
         if then is not None and self.ahead:
+            assert (then - epoch) % 2, "`then` would overwrite the images just returned"
             self._start(then)
         return order, self._buffers[epoch % len(self._buffers)]
 
     def close(self) -> None:
         """Wait for the thread, if one is running (its work is dropped), and give
-        BLAS its threads back."""
-        if self._pending is not None:
-            self._pending[1].join()
-            self._pending = None
-        if self._limits is not None:
-            self._limits.restore_original_limits()
-            self._limits = None
+        BLAS its threads back, whatever happens while waiting."""
+        try:
+            if self._pending is not None:
+                self._pending[1].join()
+                self._pending = None
+        finally:
+            if self._limits is not None:
+                self._limits.restore_original_limits()
+                self._limits = None
 
     def __enter__(self) -> "Feed":
         if self.ahead:
-            self._limits = threadpool_limits(max(1, cores() - 1), user_api="blas")
+            try:
+                from threadpoolctl import threadpool_info, threadpool_limits
+            except ImportError:         # an environment from before it was required
+                return self
+            # A cap, never a raise: OPENBLAS_NUM_THREADS=1 or a caller's limit stays.
+            now = max([pool["num_threads"] for pool in threadpool_info()
+                       if pool["user_api"] == "blas"], default=1)
+            self._limits = threadpool_limits(max(1, min(now, cores() - 1)), user_api="blas")
         return self
 
     def __exit__(self, *exc) -> None:

@@ -14,11 +14,11 @@ log = logging.getLogger(__name__)
 NOT_HELD_OUT = " (not held out: train.all_rows=true trained on these rows)"
 
 
-def run(inputs: dict, out: dict, batch_size: int, tta_shift: float = 0.0) -> None:
+def run(inputs: dict, out: dict, batch_size: int, tta_shift: float) -> None:
     """`inputs` maps model, train_metrics, test_x, val_x, val_y to paths; `out` maps
     test_probs, test_labels, val_probs and metrics to paths. tta_shift > 0 averages
     each image's probabilities with those of its copies moved that many pixels
-    (`model.views`). The metrics say whether the validation rows were held out, as
+    (`model.shifted_copies`). The metrics say whether the validation rows were held out, as
     train's metrics do for the same model."""
     nets = model.load(inputs["model"])
     # The model's own record, not today's params: train.all_rows may have changed since.

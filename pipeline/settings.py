@@ -39,7 +39,8 @@ class Preprocess:
 @dataclass(frozen=True)
 class Train:
     """The network and how it is trained: `train.fit` reads all but members,
-    all_rows and cv_folds, which `train.run` reads. params.yaml says what each does."""
+    all_rows, cv_folds and distill_epochs, which `train.run` reads. params.yaml says
+    what each does."""
 
     hidden: int = rule("an integer >= 1", lambda v: v >= 1)
     epochs: int = rule("an integer >= 1", lambda v: v >= 1)

@@ -67,7 +67,8 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg:
         on_progress: Callable[[Progress], None] | None = None,
         teacher: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[dict, list[dict]]:
     """Train one network on X (N, 784) float32 with integer labels y (N,), as cfg
-    says (params.yaml's train section; fit ignores members, all_rows and cv_folds):
+    says (params.yaml's train section; fit ignores members, all_rows, cv_folds and
+    distill_epochs, which train.run and train_networks read):
 
     a hidden layer of cfg.hidden units, cfg.epochs epochs of shuffled batches of
     cfg.batch_size rows, RMSprop (lr, rms_decay, eps) on the cross-entropy plus the
@@ -90,6 +91,8 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg:
     at the epoch's start. Raises PipelineError when the loss or the weights stop
     being finite, the cross-entropy exceeds 3 ln 10, or the loss grows a hundredfold.
     """
+    if teacher is not None and not cfg.distill_temperature:
+        raise ValueError("fit: a teacher needs cfg.distill_temperature > 0")
     n, n_in = X.shape
     # Parameters and gradients live in one buffer each (P,), so that RMSprop updates
     # them all with one NumPy call per operation; the dicts hold views of them.
@@ -344,11 +347,9 @@ def run(inputs: dict, out: dict, seed: int, cfg: Train) -> None:
     checkpoint beside the model lets a stopped run go on from there; the runner
     deletes it once the outputs are recorded.
     """
-    if cfg.all_rows and (cfg.keep_best or cfg.patience):
-        raise PipelineError(
-            "train.all_rows=true trains on the validation rows, so train.keep_best and "
-            "train.patience cannot choose the epoch on them: choose train.epochs on a run "
-            "without all_rows, then set train.keep_best=false and train.patience=0")
+    problem = cfg.problem()             # params.load checks first; direct callers too
+    if problem:
+        raise PipelineError(problem[1])
     X = artifacts.load_array(inputs["train_x"], "preprocess")         # (N, 784) float32
     y = artifacts.load_array(inputs["train_y"], "preprocess")         # (N,) int64
     X_val = artifacts.load_array(inputs["val_x"], "preprocess")       # (N_val, 784) float32

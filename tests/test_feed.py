@@ -66,7 +66,10 @@ def test_images_of_an_epoch_stay_valid_while_the_next_is_made(images):
         np.testing.assert_array_equal(shown, before)
 
 
-def test_fit_ends_with_the_same_weights_on_one_core_or_two(monkeypatch):
+def test_fit_ends_with_the_same_weights_with_the_feed_ahead_or_not(monkeypatch):
+    # One BLAS thread either way: the thread count itself may change the last bits.
+    from threadpoolctl import threadpool_limits
+
     from pipeline import train
 
     rng = np.random.default_rng(0)
@@ -75,8 +78,9 @@ def test_fit_ends_with_the_same_weights_on_one_core_or_two(monkeypatch):
     def fitted(cores):
         monkeypatch.setattr(feed_mod, "cores", lambda: cores)
         cfg = train_settings(hidden=16, epochs=3, batch_size=32, augment_rotate=5.0)
-        params, _ = train.fit(X[:160], y[:160], X[160:], y[160:], cfg,
-                              rng=np.random.default_rng(0))
+        with threadpool_limits(1, user_api="blas"):
+            params, _ = train.fit(X[:160], y[:160], X[160:], y[160:], cfg,
+                                  rng=np.random.default_rng(0))
         return params
 
     one, two = fitted(1), fitted(2)
@@ -99,3 +103,20 @@ def test_blas_has_a_core_fewer_while_the_feed_works_ahead(monkeypatch, images):
         assert blas_threads() == 3                          # given back
         with Feed(images, Augmenter(SIDE, shift=1.0), seed=1, ahead=False):
             assert blas_threads() == 3
+    with threadpool_limits(1, user_api="blas"):           # as OPENBLAS_NUM_THREADS=1
+        with Feed(images, Augmenter(SIDE, shift=1.0), seed=1):
+            assert blas_threads() == 1                      # a cap, never more
+
+
+def test_blas_threads_come_back_when_training_fails(monkeypatch, images):
+    from threadpoolctl import threadpool_limits
+    monkeypatch.setattr(feed_mod, "cores", lambda: 3)
+
+    def broken(batch, rng, out):
+        raise ValueError("distortion failed")
+
+    with threadpool_limits(3, user_api="blas"):
+        with pytest.raises(ValueError, match="distortion failed"):
+            with Feed(images, broken, seed=1) as feed:
+                feed.epoch(1, 2)
+        assert blas_threads() == 3

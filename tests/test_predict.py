@@ -29,7 +29,7 @@ def files(tmp_path, rng):
 
 def test_ensemble_averages_the_members_softmax(files):
     nets, paths, out = files
-    predict.run(paths, out, batch_size=7)
+    predict.run(paths, out, batch_size=7, tta_shift=0.0)
     X = np.load(paths["test_x"])
     expected = (network.predict_proba(nets[0], X) + network.predict_proba(nets[1], X)) / 2
     np.testing.assert_allclose(np.load(out["test_probs"]), expected, rtol=1e-5)
@@ -51,7 +51,7 @@ def test_test_time_augmentation_averages_the_image_and_four_moved_copies(files):
     predict.run(paths, out, batch_size=7, tta_shift=1.0)
     X = np.load(paths["test_x"])
     copies = [X] + [moved(X, dx, dy) for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1))]
-    np.testing.assert_array_equal(model.views(X, 1.0)[1:], copies[1:])
+    np.testing.assert_array_equal(model.shifted_copies(X, 1.0)[1:], copies[1:])
     expected = np.mean([network.predict_proba(net, c) for net in nets for c in copies], axis=0)
     np.testing.assert_allclose(np.load(out["test_probs"]), expected, rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(np.load(out["test_labels"]), expected.argmax(axis=1))
@@ -62,7 +62,8 @@ def test_test_time_augmentation_averages_the_image_and_four_moved_copies(files):
 def test_without_test_time_augmentation_nothing_is_moved(files):
     nets, paths, _ = files
     X = np.load(paths["test_x"])
-    assert len(model.views(X, 0.0)) == 1 and model.views(X, 0.0)[0] is X
+    assert len(model.shifted_copies(X, 0.0)) == 1 and model.shifted_copies(X, 0.0)[0] is X
+    assert [len(c) for c in model.shifted_copies(X[:0], 1.0)] == [0] * 5
     whole = model.ensemble_proba(nets, X, batch_size=4096)
     np.testing.assert_array_equal(model.ensemble_proba(nets, X, batch_size=7), whole)
     np.testing.assert_array_equal(whole, (network.predict_proba(nets[0], X)
@@ -71,7 +72,7 @@ def test_without_test_time_augmentation_nothing_is_moved(files):
 
 def test_metrics_json_scores_the_validation_probabilities(files):
     _, paths, out = files
-    predict.run(paths, out, batch_size=4096)
+    predict.run(paths, out, batch_size=4096, tta_shift=0.0)
     scores = artifacts.load_json(out["metrics"])
     probs, y = np.load(out["val_probs"]), np.load(paths["val_y"])
     assert scores["val_accuracy"] == pytest.approx((probs.argmax(axis=1) == y).mean(), abs=1e-6)
@@ -79,7 +80,7 @@ def test_metrics_json_scores_the_validation_probabilities(files):
     assert scores["val_rows"] == 40 and scores["val_held_out"] is True
     # What train recorded for this model, whatever the params say today.
     artifacts.write_json(paths["train_metrics"], {"val_held_out": False})
-    predict.run(paths, out, batch_size=4096)
+    predict.run(paths, out, batch_size=4096, tta_shift=0.0)
     assert artifacts.load_json(out["metrics"])["val_held_out"] is False
     assert sum(sum(row.values()) for row in scores["confusion_matrix"].values()) == 40
 
@@ -88,7 +89,7 @@ def test_labels_that_do_not_match_the_images_stop_with_both_paths(files):
     _, paths, out = files
     np.save(paths["val_y"], np.zeros(39, np.int64))
     with pytest.raises(PipelineError, match=r"val_y\.npy has 39 labels for 40 validation images"):
-        predict.run(paths, out, batch_size=4096)
+        predict.run(paths, out, batch_size=4096, tta_shift=0.0)
     assert not out["metrics"].exists()
 
 
@@ -98,7 +99,7 @@ def test_a_model_with_non_finite_weights_is_refused_by_name(files):
     model["W2"][1, 3, 4] = np.nan
     artifacts.save_arrays(paths["model"], **model)
     with pytest.raises(PipelineError, match=r"model\.npz: the weights are not finite .* in W2"):
-        predict.run(paths, out, batch_size=4096)
+        predict.run(paths, out, batch_size=4096, tta_shift=0.0)
     assert not any(p.exists() for p in out.values())
 
 
@@ -113,5 +114,5 @@ def test_a_model_whose_arrays_do_not_fit_is_refused_by_name(files, change, found
     change(model)
     artifacts.save_arrays(paths["model"], **model)
     with pytest.raises(PipelineError, match=r"model\.npz: .*" + re.escape(found)):
-        predict.run(paths, out, batch_size=4096)
+        predict.run(paths, out, batch_size=4096, tta_shift=0.0)
     assert not any(p.exists() for p in out.values())

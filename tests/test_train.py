@@ -358,6 +358,13 @@ def test_a_distilled_student_learns_the_ensembles_outputs(sample_split):
     assert agreed["student"] > agreed["alone"], agreed
 
 
+def test_a_teacher_without_a_temperature_is_refused(digits):
+    X, y, X_val, y_val = digits
+    with pytest.raises(ValueError, match="distill_temperature > 0"):
+        train.fit(X, y, X_val, y_val, plain_settings(hidden=8, epochs=1),
+                  rng=np.random.default_rng(0), teacher=lambda images: None)
+
+
 def test_the_stage_keeps_only_the_student_when_distilling(tmp_path, digits):
     saved, history, scores = run_stage(tmp_path / "d", digits, members=2,
                                        distill_temperature=2.0)
