@@ -43,16 +43,17 @@ class Epochs:
     the bar is closed however training ends (early stopping, an error)."""
 
     def __init__(self, epochs: int, members: int = 1, desc: str = "train",
-                 stream: TextIO | None = None, total: int | None = None):
+                 stream: TextIO | None = None, total: int | None = None, done: int = 0):
         self.bar = None
         self.epochs, self.members, self.desc = epochs, members, desc
-        # `total`: every member's epochs, when one (a student) trains longer.
-        self.total, self.done = total or epochs * members, 0
+        # `total`: every member's epochs, when one (a student) trains longer; `done`:
+        # those a resumed run finished before it was stopped.
+        self.total, self.done, self.first = total or epochs * members, done, done
         self.started = time.perf_counter()
         stream = stream or sys.stdout
         if bars_wanted(stream):
-            self.bar = tqdm(total=self.total, desc=desc, unit="epoch", file=stream,
-                            dynamic_ncols=True, leave=True)
+            self.bar = tqdm(total=self.total, initial=done, desc=desc, unit="epoch",
+                            file=stream, dynamic_ncols=True, leave=True)
             self._redirect = logging_redirect_tqdm([log])
             self._redirect.__enter__()
 
@@ -68,7 +69,7 @@ class Epochs:
             self.bar.update(1)
             return
         elapsed = time.perf_counter() - self.started
-        left = elapsed / self.done * (self.total - self.done)
+        left = elapsed / (self.done - self.first) * (self.total - self.done)
         lr = f"  lr {row['lr']:.2g}" if "lr" in row else ""
         log.info("%s: %sepoch %d/%d  %s%s  (%.1f s, %s left)", self.desc, member,
                  row["epoch"], row.get("of", self.epochs), scores, lr, row["seconds"],

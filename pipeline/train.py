@@ -217,7 +217,8 @@ def train_networks(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.nd
     student = dataclasses.replace(cfg, epochs=cfg.distill_epochs or cfg.epochs)
     total = cfg.epochs * min(networks, cfg.members) + student.epochs * (networks > cfg.members)
     # A bar on a terminal, else log lines; closed even when training fails.
-    with progress.Epochs(cfg.epochs, networks, total=total) as shown:
+    finished = sum(len(rows) for _, rows in done) + (resume.epoch if resume else 0)
+    with progress.Epochs(cfg.epochs, networks, total=total, done=finished) as shown:
         for k in range(networks):
             if k < len(done):                   # finished before the run was stopped
                 flat, rows = done[k]

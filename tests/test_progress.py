@@ -168,3 +168,10 @@ def test_cli_draws_bars_on_a_terminal_and_lines_elsewhere(tmp_path, tiny_csvs):
                            text=True, stdin=subprocess.DEVNULL, timeout=120)
     assert "train: epoch 3/3" in plain.stdout and "left)" in plain.stdout
     assert "\r" not in plain.stdout
+
+
+def test_a_resumed_run_counts_the_epochs_done_before(pipeline_log):
+    _, lines = pipeline_log
+    shown = progress.Epochs(4, stream=io.StringIO(), done=2)
+    shown({**ROW, "epoch": 3, "seconds": 1.0})
+    assert shown.done == 3 and lines.getvalue().splitlines()[0].startswith("train: epoch 3/4")
