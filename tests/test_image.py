@@ -182,6 +182,15 @@ def test_predict_image_command_agrees_with_the_model_on_the_original(tmp_path, t
         first = np.asarray(picture)[::6, :28 * 6:6] / 255.0              # (28, 28)
     expected = image.prepare(image.read_grey(paths[0]))
     np.testing.assert_allclose(first.ravel(), expected, atol=1 / 255 + 1e-6)
+    # With test-time augmentation, as predict: the accuracy shown is said to be without.
+    done = run_cli(*sets, "--set=predict.tta_shift=1", "predict-image", str(paths[0]))
+    assert done.returncode == 0, done.stderr
+    model_line, line = done.stdout.splitlines()
+    assert model_line.endswith("without test-time augmentation; classifying with it)")
+    with_tta = model.ensemble_proba(nets, expected[None], 4096, tta_shift=1.0)[0]
+    top, share = re.match(re.escape(str(paths[0])) + r": (\d) \(([\d.]+)%\)", line).groups()
+    assert int(top) == with_tta.argmax()
+    assert float(share) == pytest.approx(100 * with_tta.max(), abs=0.06)
 
 
 def test_predict_image_without_a_model_says_what_to_run(tmp_path):
