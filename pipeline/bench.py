@@ -354,14 +354,6 @@ def time_ingest(train_csv: Path, test_csv: Path) -> tuple[np.ndarray, np.ndarray
     return images, labels, test_images
 
 
-def plain(cfg: Train) -> Train:
-    """cfg's network, batch size, RMSprop and L2 alone, as PyTorch runs them: a
-    constant rate, and no distortion, dropout, max-norm or epoch choice."""
-    return dataclasses.replace(cfg, schedule="constant", augment_shift=0.0, augment_rotate=0.0,
-                               augment_scale=0.0, augment_shear=0.0, elastic_alpha=0.0,
-                               input_dropout=0.0, max_norm=0.0, keep_best=False, patience=0)
-
-
 def distorted(cfg: Train, like: Train) -> Train:
     """cfg with the distortions of `like` (its augment_* and elastic_* fields)."""
     return dataclasses.replace(cfg, **{f.name: getattr(like, f.name)
@@ -387,7 +379,7 @@ def subnormals(params: dict) -> str:
 def time_training(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
                   hp: Train, repeats: int, torch, distortions: dict[str, Augmenter]
                   ) -> tuple[dict, dict[str, list[float]], dict]:
-    """Train `repeats` + 1 epochs with `train.fit` and `hp` (`plain`, so that the
+    """Train `repeats` + 1 epochs with `train.fit` and `hp` (`Train.plain`, so that the
     epochs are the work PyTorch does too); after each, a matmul-only epoch,
     each of `distortions` alone, and PyTorch epochs in its default and flush-denormal
     modes (when `torch` is given).
@@ -523,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
             import torch
             torch.set_num_threads(args.threads)
     p = params_mod.load(ROOT / "params.yaml")
-    hp = plain(Train.of(p))
+    default = Train.of(p)
+    hp = default.plain()                # the work PyTorch does too
     env = {**os.environ, **{v: str(args.threads) for v in (
         "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
 
@@ -551,9 +544,9 @@ def main(argv: list[str] | None = None) -> int:
 
         best = Train.of(params_mod.load(ROOT / "params-best.yaml"))
         # Shifts alone take augment.translate's path; params.yaml also rotates.
-        likes = {"shifts (params.yaml's)": dataclasses.replace(hp, augment_shift=Train.of(
-                     p).augment_shift),
-                 "distortions (params.yaml)": Train.of(p),
+        likes = {"shifts (params.yaml's)": dataclasses.replace(
+                     hp, augment_shift=default.augment_shift),
+                 "distortions (params.yaml)": default,
                  "distortions (params-best.yaml)": best}
         distortions = {name: train.augmenter(like, 28) for name, like in likes.items()}
         fitted, times, contenders = time_training(X, y, X_val, y_val, hp, args.repeats, torch,

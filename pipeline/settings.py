@@ -8,7 +8,7 @@ each params*.yaml, and its use.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, Callable, Iterator, get_type_hints
 
 from pipeline.schedule import Kind
@@ -74,6 +74,16 @@ class Train:
     def of(cls, flat: dict[str, Any]) -> Train:
         """The train section of checked params {"train.lr": 0.002, ...}."""
         return _build(cls, flat, "train.")
+
+    def plain(self) -> Train:
+        """These settings with every option of the training loop off: a constant
+        rate, no distortion, dropout, max-norm, epoch choice or distillation; what
+        is left is minibatch RMSprop with L2 (PyTorch's side of the benchmark, and
+        the tests of one option at a time)."""
+        return replace(
+            self, schedule="constant", augment_shift=0.0, augment_rotate=0.0,
+            augment_scale=0.0, augment_shear=0.0, elastic_alpha=0.0, input_dropout=0.0,
+            max_norm=0.0, keep_best=False, patience=0, distill_temperature=0.0)
 
     def problem(self) -> tuple[str, str] | None:
         """(the dotted key to blame, what is wrong) for the first two fields that

@@ -55,16 +55,10 @@ def train_settings(**changes) -> settings.Train:
     return dataclasses.replace(_default_train(), **changes)
 
 
-# Every option of the training loop off: what is left is minibatch RMSprop with L2.
-PLAIN = dict(schedule="constant", augment_shift=0.0, augment_rotate=0.0, augment_scale=0.0,
-             augment_shear=0.0, elastic_alpha=0.0, input_dropout=0.0, max_norm=0.0,
-             keep_best=False, patience=0, distill_temperature=0.0)
-
-
 def plain_settings(**changes) -> settings.Train:
-    """`train_settings` with every option of the training loop off (PLAIN), then
-    `changes`: tests of one option stay apart from params.yaml's choice of others."""
-    return train_settings(**{**PLAIN, **changes})
+    """`train_settings` with every option of the training loop off (`Train.plain`),
+    then `changes`: tests of one option stay apart from params.yaml's choice of others."""
+    return dataclasses.replace(train_settings().plain(), **changes)
 
 
 def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None,

@@ -25,7 +25,7 @@ def digits():
 
 
 def fit(digits, seed=0, on_progress=None, resume=None, **changes):
-    """fit a small plain network (conftest.PLAIN), with `changes` to its settings."""
+    """fit a small plain network (Train.plain), with `changes` to its settings."""
     X, y, X_val, y_val = digits
     cfg = plain_settings(**{**dict(hidden=16, epochs=3, batch_size=32, lr=1e-3,
                                    rms_decay=0.9, eps=1e-8, l2=1e-5), **changes})

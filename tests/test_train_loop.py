@@ -67,7 +67,7 @@ def given(augment=None, rate=None):
 
 
 def fit_epochs(data, batches, epochs=3, batch_size=8, augment=None, rate=None, **changes):
-    """Run fit on a tiny plain network (conftest.PLAIN) with `changes` to its
+    """Run fit on a tiny plain network (Train.plain) with `changes` to its
     settings, `augment` and `rate` as `given` says, and split the spied batches by
     epoch: (params, history, epochs), each epoch a list of (images, labels, probs)."""
     X, y, X_val, y_val = data
