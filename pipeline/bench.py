@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import ingest, network, optim, params as params_mod, preprocess, train
+from pipeline import ingest, network, optim, params as params_mod, preprocess, threads, train
 from pipeline.augment import Augmenter
 from pipeline.settings import Train
 
@@ -307,13 +307,6 @@ def limit_threads(threads: int) -> contextlib.AbstractContextManager:
 
 # ---------------------------------------------------------------- main
 
-def _cores() -> int:
-    """The cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The benchmark's options."""
     parser = argparse.ArgumentParser(
@@ -323,7 +316,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(default: %(default)s; generated data when absent)")
     parser.add_argument("--generate", type=int, nargs=2, metavar=("TRAIN", "TEST"),
                         help="use generated data of these row counts instead")
-    parser.add_argument("--threads", type=int, default=_cores(),
+    parser.add_argument("--threads", type=int, default=threads.cores(),
                         help="BLAS and PyTorch threads (default: this machine's %(default)s)")
     parser.add_argument("--repeats", type=int, default=7,
                         help="training epochs timed for each contender (default: %(default)s)")
@@ -457,6 +450,30 @@ def time_augmented(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.nd
             f"{min(alone[name]):.3f} s")
 
 
+def time_members(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+                 best: Train, workdir: Path, rounds: int = 2, epochs: int = 8) -> None:
+    """Time two of `best`'s members trained one at a time and side by side
+    (`train.side_by_side`), by turns, as `train.run` trains them."""
+    at_once, each = train.side_by_side(best)
+    if at_once < 2:
+        row("ensemble members side by side", "not here",
+            f"one at a time: a network already has {each} of the {threads.cores()} cores")
+        return
+    cfg = dataclasses.replace(best, epochs=epochs, members=2)
+    times: dict[tuple, list[float]] = {(1, each): [], (2, each): []}
+    for r in range(rounds):
+        for side in times:
+            started = time.perf_counter()
+            saved_at = workdir / f"members-{r}-{side[0]}.npz"      # no resuming
+            train.train_networks(X, y, X_val, y_val, r, 2, cfg, saved_at, "bench", side=side)
+            times[side].append(time.perf_counter() - started)
+            time.sleep(PAUSE)
+    alone, beside = min(times[(1, each)]), min(times[(2, each)])
+    row("ensemble members side by side", f"{beside / alone:.2f}x one at a time",
+        f"2 of params-best.yaml's members, {epochs} epochs each: {alone:.1f} s one at a "
+        f"time, {beside:.1f} s side by side ({each} BLAS thread(s) each); best of {rounds}")
+
+
 def report_training(times: dict[str, list[float]], gflop: float, rows: tuple[int, int],
                     batch: int, threads: int, torch, fitted: dict, contenders: dict) -> None:
     """Print the training rows. Other programs only ever add time, so the best epoch
@@ -556,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
                         contenders)
         time_augmented(X, y, X_val, y_val, hp, likes, {k: times[k] for k in distortions},
                        max(2, args.repeats // 2))
+        time_members(X, y, X_val, y_val, best, tmp)
         if args.drift_epochs:
             time_drift(X, y, X_val, y_val, distorted(hp, best), args.drift_epochs)
         if torch is None and not args.no_torch:

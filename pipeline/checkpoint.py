@@ -51,39 +51,45 @@ def key(settings: dict, inputs: dict[str, Path]) -> str:
     return h.hexdigest()
 
 
-def save(path: Path, stamp: str, done: list[tuple[np.ndarray, list[dict]]],
-         current: Progress) -> None:
-    """Write the finished members (their packed parameters and history) and the
-    one in training, atomically and at once (not with the stage's outputs)."""
-    arrays = {f"done_{i}": flat for i, (flat, _) in enumerate(done)}
-    arrays.update(flat=current.flat, mean_sq=current.mean_sq)
-    if current.best is not None:
-        arrays["best"] = current.best
-    meta = {"key": stamp, "done_history": [rows for _, rows in done], "epoch": current.epoch,
-            "steps": current.steps, "rng": current.rng, "history": current.history,
-            "since_best": current.since_best, "epoch_seed": current.epoch_seed}
+def save(path: Path, stamp: str, done: dict[int, tuple[np.ndarray, list[dict]]],
+         training: dict[int, Progress]) -> None:
+    """Write the finished members (member: its packed parameters and history) and
+    those in training (member: where it stands), atomically and at once (not with
+    the stage's outputs)."""
+    arrays = {f"done_{k}": flat for k, (flat, _) in done.items()}
+    for k, now in training.items():
+        arrays.update({f"flat_{k}": now.flat, f"mean_sq_{k}": now.mean_sq})
+        if now.best is not None:
+            arrays[f"best_{k}"] = now.best
+    meta = {"key": stamp, "done": {str(k): rows for k, (_, rows) in done.items()},
+            "training": {str(k): {"epoch": now.epoch, "steps": now.steps, "rng": now.rng,
+                                  "history": now.history, "since_best": now.since_best,
+                                  "epoch_seed": now.epoch_seed}
+                         for k, now in training.items()}}
     buf = io.BytesIO()
     np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)
     artifacts.write_bytes(path, buf.getvalue(), together=False)
 
 
-def load(path: Path, stamp: str) -> tuple[list[tuple[np.ndarray, list[dict]]], Progress] | None:
-    """(finished members, the member in training) from a checkpoint with this key,
-    or None when there is none, it has another key, or it cannot be read."""
+def load(path: Path, stamp: str
+         ) -> tuple[dict[int, tuple[np.ndarray, list[dict]]], dict[int, Progress]] | None:
+    """(finished members, members in training), as `save` takes them, from a
+    checkpoint with this key, or None when there is none, it has another key, or it
+    cannot be read."""
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             if meta.get("key") != stamp:
                 return None
-            done = [(data[f"done_{i}"], rows) for i, rows in enumerate(meta["done_history"])]
-            current = Progress(meta["epoch"], data["flat"], data["mean_sq"], meta["steps"],
-                               meta["rng"], meta["history"],
-                               data["best"] if "best" in data else None, meta["since_best"],
-                               meta["epoch_seed"])
+            done = {int(k): (data[f"done_{k}"], rows) for k, rows in meta["done"].items()}
+            training = {int(k): Progress(m["epoch"], data[f"flat_{k}"], data[f"mean_sq_{k}"],
+                                         m["steps"], m["rng"], m["history"],
+                                         data[f"best_{k}"] if f"best_{k}" in data else None,
+                                         m["since_best"], m["epoch_seed"])
+                        for k, m in meta["training"].items()}
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         log.warning("%s: unreadable checkpoint (%s); training starts afresh", path, exc)
         return None
-    return done, current
-
+    return done, training

@@ -9,23 +9,18 @@ for it (docs/speed.md, Threads).
 
 Epoch e draws its order and its distortions from a stream of its own,
 `epoch_rng(seed, e)`, so its images are the same whether they were made ahead or
-not, and a run that resumes at epoch e needs nothing but e. NumPy (and threadpoolctl,
-when installed, for the BLAS threads), no I/O.
+not, and a run that resumes at epoch e needs nothing but e. NumPy (and
+pipeline.threads for BLAS's threads), no I/O.
 """
 from __future__ import annotations
 
-import os
+import contextlib
 import threading
 from typing import Callable
 
 import numpy as np
 
-
-def cores() -> int:
-    """The CPU cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+from pipeline import threads
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
@@ -49,10 +44,10 @@ class Feed:
     def __init__(self, X: np.ndarray, augment: Callable, seed: int,
                  ahead: bool | None = None):
         self.X, self.augment, self.seed = X, augment, seed
-        self.ahead = cores() > 1 if ahead is None else ahead
+        self.ahead = threads.cores() > 1 if ahead is None else ahead
         self._buffers = [np.empty_like(X) for _ in range(2 if self.ahead else 1)]
         self._pending: tuple[int, threading.Thread, dict] | None = None
-        self._limits = None
+        self._limits = contextlib.ExitStack()         # BLAS's threads, given back on close
 
     def _make(self, epoch: int) -> np.ndarray:
         """Fill epoch's buffer with its images and return its order."""
@@ -103,20 +98,12 @@ class Feed:
                 self._pending[1].join()
                 self._pending = None
         finally:
-            if self._limits is not None:
-                self._limits.restore_original_limits()
-                self._limits = None
+            self._limits.close()
 
     def __enter__(self) -> "Feed":
-        if self.ahead:
-            try:
-                from threadpoolctl import threadpool_info, threadpool_limits
-            except ImportError:         # an environment from before it was required
-                return self
-            # A cap, never a raise: OPENBLAS_NUM_THREADS=1 or a caller's limit stays.
-            now = max([pool["num_threads"] for pool in threadpool_info()
-                       if pool["user_api"] == "blas"], default=1)
-            self._limits = threadpool_limits(max(1, min(now, cores() - 1)), user_api="blas")
+        now = threads.blas() if self.ahead else None
+        if now is not None:
+            self._limits.enter_context(threads.blas_limit(threads.beside_feed(now)))
         return self
 
     def __exit__(self, *exc) -> None:

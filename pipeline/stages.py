@@ -101,7 +101,7 @@ STEPS: tuple[Step, ...] = (
          run=lambda p, d, o: preprocess.run_test(d["test_images"], o["test_x"])),
     Step("train", "train", ("seed",) + TRAIN_KEYS,
          code("train", "network", "optim", "augment", "schedule", "checkpoint", "metrics",
-              "settings", "feed"),
+              "settings", "feed", "threads"),
          deps=_pre_train,
          outs=_train,
          run=lambda p, d, o: train.run(d, o, seed=p["seed"], cfg=settings.Train.of(p)),

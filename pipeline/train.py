@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from pipeline import artifacts, checkpoint, metrics, network, progress
+from pipeline import artifacts, checkpoint, metrics, network, progress, threads
 from pipeline.augment import Augmenter
 from pipeline.checkpoint import Progress
 from pipeline.errors import PipelineError
@@ -65,7 +67,8 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg:
         rng: np.random.Generator, on_epoch: Callable[[dict], None] | None = None,
         resume: Progress | None = None,
         on_progress: Callable[[Progress], None] | None = None,
-        teacher: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[dict, list[dict]]:
+        teacher: Callable[[np.ndarray], np.ndarray] | None = None,
+        feed_ahead: bool | None = None) -> tuple[dict, list[dict]]:
     """Train one network on X (N, 784) float32 with integer labels y (N,), as cfg
     says (params.yaml's train section; fit ignores members, all_rows, cv_folds and
     distill_epochs, which train.run and train_networks read):
@@ -82,7 +85,8 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg:
     returning); `resume` goes on from one. Only with a `teacher`, which maps images
     (N, 784) to soft targets (N, 10), does fit distil, at distill_temperature with
     distill_weight (network.loss says how); the teacher sees the same distorted
-    images as the network.
+    images as the network. feed_ahead: whether distortions are made an epoch ahead
+    on a thread of their own (`Feed`'s `ahead`; the weights are the same either way).
 
     Returns (params, history): history has one dict per epoch with the keys of
     HISTORY_COLUMNS but `member`, and `seconds`, the epoch's wall time. `loss` is
@@ -122,7 +126,7 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg:
     # a core of its own when there are two or more (pipeline/feed.py). Without it,
     # batches are gathered into one small buffer: copying all of X each epoch (and
     # page-faulting the copy in the first) cost 0.4-1.3 s more per default run.
-    feed = Feed(X, augment, epoch_seed) if augment is not None else None
+    feed = Feed(X, augment, epoch_seed, feed_ahead) if augment is not None else None
     with feed or contextlib.nullcontext():      # ends its thread however training ends
         for epoch in range(len(history) + 1, cfg.epochs + 1):
             if cfg.patience and since_best >= cfg.patience:
@@ -199,53 +203,90 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg:
     return params, history
 
 
+def side_by_side(cfg: Train) -> tuple[int, int]:
+    """(how many members train at once, BLAS threads for each).
+
+    A network that trains with distortions leaves a core to its feed, so BLAS gets
+    `threads.beside_feed` threads: one of two cores. Members then train side by side,
+    as many as the cores hold, each with that many BLAS threads and its distortions
+    made in line: every core works all the time, and each member's weights are
+    those it gets alone (the same BLAS threads). Without distortions, or when one
+    network already has most cores, they train one at a time.
+    """
+    now = threads.blas()
+    if now is None or not augmenter(cfg, 28).active:
+        return 1, now or 1
+    each = threads.beside_feed(now)
+    return max(1, min(cfg.members, threads.cores() // each)), each
+
+
 def train_networks(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
                    seed: int, networks: int, cfg: Train, saved_at: Path,
-                   stamp: str) -> tuple[list[dict], list[dict]]:
+                   stamp: str, side: tuple[int, int] | None = None
+                   ) -> tuple[list[dict], list[dict]]:
     """Train `networks` networks with `fit` and cfg, network k from the seed
     [seed, 2, k]; when there are more than cfg.members, the last is a student of
     the members (distilled at cfg.distill_temperature, for cfg.distill_epochs
-    epochs, or cfg.epochs when that is 0). After each epoch,
-    the checkpoint at `saved_at` (key `stamp`) records where training stands, and
-    a run stopped midway goes on from there. Returns (params of each, the history
-    rows of all, each with its `member`)."""
-    done, resume = checkpoint.load(saved_at, stamp) or ([], None)
-    if resume is not None:
+    epochs, or cfg.epochs when that is 0). `side` says how members train: (how
+    many at once, BLAS threads each), by default `side_by_side(cfg)`. After each
+    epoch, the checkpoint at `saved_at` (key `stamp`) records where training
+    stands, and a run stopped midway goes on from there. Returns (params of each,
+    the history rows of all, each with its `member`)."""
+    done, training = checkpoint.load(saved_at, stamp) or ({}, {})
+    for k, now in sorted(training.items()):
         log.info("train: resuming from the checkpoint after epoch %d of member %d",
-                 resume.epoch, len(done) + 1)
-    nets, history = [], []
+                 now.epoch, k + 1)
     student = dataclasses.replace(cfg, epochs=cfg.distill_epochs or cfg.epochs)
     total = cfg.epochs * min(networks, cfg.members) + student.epochs * (networks > cfg.members)
+    finished = (sum(len(rows) for _, rows in done.values())
+                + sum(now.epoch for now in training.values()))
+    shapes = network.shapes(X.shape[1], cfg.hidden, 10)
+    lock = threading.Lock()         # for the bar, the checkpoint and `done`
+
+    def train_one(k: int, stop: threading.Event | None = None, ahead: bool | None = None,
+                  teacher: Callable | None = None) -> None:
+        fitted = student if k == cfg.members else cfg
+
+        def on_epoch(row: dict) -> None:
+            with lock:
+                row.update(member=k, members=networks, of=fitted.epochs)
+                shown(row)
+            if stop is not None and stop.is_set():
+                raise threads.Stopped
+
+        def on_progress(now: checkpoint.Progress) -> None:
+            with lock:                  # fit's arrays change on: save a copy
+                training[k] = dataclasses.replace(
+                    now, flat=now.flat.copy(), mean_sq=now.mean_sq.copy(),
+                    best=None if now.best is None else now.best.copy(),
+                    history=list(now.history))
+                checkpoint.save(saved_at, stamp, done, training)
+
+        # Overflow on the way to divergence would print NumPy warnings before fit's error.
+        with np.errstate(over="ignore", invalid="ignore"):
+            params, rows = fit(X, y, X_val, y_val, fitted, rng=np.random.default_rng([seed, 2, k]),
+                               on_epoch=on_epoch, resume=training.get(k),
+                               on_progress=on_progress, teacher=teacher, feed_ahead=ahead)
+        with lock:
+            done[k] = (network.pack(params)[0], rows)
+            training.pop(k, None)
+
+    at_once, each = side or side_by_side(cfg)
+    waiting = [k for k in range(min(networks, cfg.members)) if k not in done]
     # A bar on a terminal, else log lines; closed even when training fails.
-    finished = sum(len(rows) for _, rows in done) + (resume.epoch if resume else 0)
     with progress.Epochs(cfg.epochs, networks, total=total, done=finished) as shown:
-        for k in range(networks):
-            if k < len(done):                   # finished before the run was stopped
-                flat, rows = done[k]
-                params = network.views(flat, network.shapes(X.shape[1], cfg.hidden, 10))
+        for group in (waiting[i:i + at_once] for i in range(0, len(waiting), at_once)):
+            if len(group) == 1:
+                train_one(group[0])
             else:
-                fitted = student if k == cfg.members else cfg
-
-                def on_epoch(row: dict, k: int = k, of: int = fitted.epochs) -> None:
-                    row.update(member=k, members=networks, of=of)
-                    shown(row)
-
-                def on_progress(now: checkpoint.Progress) -> None:
-                    checkpoint.save(saved_at, stamp, done, now)
-
-                teacher = (soft_targets(nets, cfg.distill_temperature)
-                           if k == cfg.members else None)
-                # Overflow on the way to divergence would print NumPy warnings before
-                # fit's error.
-                with np.errstate(over="ignore", invalid="ignore"):
-                    params, rows = fit(
-                        X, y, X_val, y_val, fitted, rng=np.random.default_rng([seed, 2, k]),
-                        on_epoch=on_epoch, resume=resume if k == len(done) else None,
-                        on_progress=on_progress, teacher=teacher)
-                done.append((network.pack(params)[0], rows))
-            nets.append(params)
-            history += rows
-    return nets, history
+                with threads.blas_limit(each):
+                    threads.together([functools.partial(train_one, k, ahead=False)
+                                      for k in group])
+        if networks > cfg.members and cfg.members not in done:
+            members = [network.views(done[k][0], shapes) for k in range(cfg.members)]
+            train_one(cfg.members, teacher=soft_targets(members, cfg.distill_temperature))
+    nets = [network.views(done[k][0], shapes) for k in range(networks)]
+    return nets, [row for k in range(networks) for row in done[k][1]]
 
 
 def cross_validation(X: np.ndarray, y: np.ndarray, k: int, seed: int, cfg: Train) -> dict:

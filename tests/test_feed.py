@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import train_settings
-from pipeline import feed as feed_mod
+from pipeline import threads
 from pipeline.augment import Augmenter
 from pipeline.feed import Feed, epoch_rng
 
@@ -76,7 +76,7 @@ def test_fit_ends_with_the_same_weights_with_the_feed_ahead_or_not(monkeypatch):
     X, y = rng.random((200, 784), dtype=np.float32), rng.integers(0, 10, 200)
 
     def fitted(cores):
-        monkeypatch.setattr(feed_mod, "cores", lambda: cores)
+        monkeypatch.setattr(threads, "cores", lambda: cores)
         cfg = train_settings(hidden=16, epochs=3, batch_size=32, augment_rotate=5.0)
         with threadpool_limits(1, user_api="blas"):
             params, _ = train.fit(X[:160], y[:160], X[160:], y[160:], cfg,
@@ -95,7 +95,7 @@ def blas_threads() -> int:
 
 def test_blas_has_a_core_fewer_while_the_feed_works_ahead(monkeypatch, images):
     from threadpoolctl import threadpool_limits
-    monkeypatch.setattr(feed_mod, "cores", lambda: 3)
+    monkeypatch.setattr(threads, "cores", lambda: 3)
     with threadpool_limits(3, user_api="blas"):
         with Feed(images, Augmenter(SIDE, shift=1.0), seed=1) as feed:
             feed.epoch(1, 2)
@@ -110,7 +110,7 @@ def test_blas_has_a_core_fewer_while_the_feed_works_ahead(monkeypatch, images):
 
 def test_blas_threads_come_back_when_training_fails(monkeypatch, images):
     from threadpoolctl import threadpool_limits
-    monkeypatch.setattr(feed_mod, "cores", lambda: 3)
+    monkeypatch.setattr(threads, "cores", lambda: 3)
 
     def broken(batch, rng, out):
         raise ValueError("distortion failed")

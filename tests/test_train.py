@@ -146,7 +146,8 @@ def test_ensemble_probabilities_are_the_mean_of_its_members(tmp_path, digits):
     assert "seconds" not in lines[0] and not any("seconds" in k for k in metrics)
     timing = artifacts.load_json(tmp_path / "three" / "train" / "timing.json")
     assert [len(member) for member in timing["epoch_seconds"]] == [2, 2, 2]
-    assert timing["train_seconds"] >= sum(map(sum, timing["epoch_seconds"])) - 1e-3
+    # Members may train side by side (train.side_by_side), so their epochs overlap.
+    assert timing["train_seconds"] >= max(map(sum, timing["epoch_seconds"])) - 1e-3
     # Member 0 does not depend on the size of the ensemble.
     single, _, _ = run_stage(tmp_path / "one", digits, members=1)
     assert all(np.array_equal(single[k][0], saved[k][0]) for k in network.PARAM_NAMES)

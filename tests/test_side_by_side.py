@@ -1,0 +1,113 @@
+"""Ensemble members trained side by side on threads: the same networks as one at a
+time, errors that stop them all, and checkpoints that hold several members."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import train_settings
+from pipeline import checkpoint, network, threads, train
+
+
+@pytest.fixture(scope="module")
+def data():
+    """(X, y, X_val, y_val): 160 + 40 random images, enough to train on for a test."""
+    rng = np.random.default_rng(0)
+    X, y = rng.random((200, 784), dtype=np.float32), rng.integers(0, 10, 200)
+    return X[:160], y[:160], X[160:], y[160:]
+
+
+CFG = dict(hidden=16, epochs=3, batch_size=32, augment_rotate=5.0, members=3)
+FIT = train.fit
+
+
+def trained(data, tmp_path, monkeypatch, at_once, **changes):
+    """train_networks on two cores with `at_once` members at a time, one BLAS thread
+    each: (networks, history, the threads fit ran on and BLAS's threads there)."""
+    from threadpoolctl import threadpool_limits
+    monkeypatch.setattr(threads, "cores", lambda: 2)
+    names = []
+
+    def watched(*args, **kwargs):
+        names.append((threading.current_thread().name, threads.blas()))
+        return FIT(*args, **kwargs)
+
+    monkeypatch.setattr(train, "fit", watched)
+    cfg = train_settings(**{**CFG, **changes})
+    with threadpool_limits(2, user_api="blas"):
+        nets, history = train.train_networks(*data, seed=0, networks=cfg.members, cfg=cfg,
+                                             saved_at=tmp_path / "checkpoint.npz", stamp="s",
+                                             side=(at_once, 1))
+    return nets, history, names
+
+
+def test_members_side_by_side_are_those_trained_one_at_a_time(data, tmp_path, monkeypatch):
+    alone, alone_rows, alone_threads = trained(data, tmp_path / "a", monkeypatch, at_once=1)
+    beside, beside_rows, beside_threads = trained(data, tmp_path / "b", monkeypatch, at_once=2)
+    assert alone_threads == [("MainThread", 2)] * 3             # its feed takes a core
+    # Members 0 and 1 together, each with one BLAS thread, then member 2 alone.
+    assert sorted(beside_threads) == [("MainThread", 2), ("job-0", 1), ("job-1", 1)]
+    for a, b in zip(alone, beside, strict=True):
+        for name in network.PARAM_NAMES:
+            np.testing.assert_array_equal(a[name], b[name])
+    strip = [[{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+             for rows in (alone_rows, beside_rows)]
+    assert strip[0] == strip[1]                       # in member order, then epoch order
+    assert [row["member"] for row in beside_rows] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_side_by_side_needs_distortions_and_a_spare_core(monkeypatch):
+    best = train_settings(augment_rotate=5.0, members=5)
+    for cores, blas, expected in [(2, 2, (2, 1)), (4, 4, (1, 3)), (8, 1, (5, 1)), (1, 1, (1, 1))]:
+        monkeypatch.setattr(threads, "cores", lambda: cores)
+        monkeypatch.setattr(threads, "blas", lambda: blas)
+        assert train.side_by_side(best) == expected, (cores, blas)
+    plain = train_settings(augment_shift=0.0, augment_rotate=0.0, members=5).plain()
+    assert train.side_by_side(plain) == (1, 1)          # one at a time, every BLAS thread
+
+
+def test_a_stopped_side_by_side_run_resumes_both_members(data, tmp_path, monkeypatch):
+    whole, rows, _ = trained(data, tmp_path / "whole", monkeypatch, at_once=2, members=2)
+    save = checkpoint.save
+
+    def save_then_fail(path, stamp, done, training):
+        save(path, stamp, done, training)
+        if len(training) == 2:                        # both members are midway
+            raise OSError("disk gone")
+
+    monkeypatch.setattr(checkpoint, "save", save_then_fail)
+    with pytest.raises(OSError, match="disk gone"):
+        trained(data, tmp_path / "cut", monkeypatch, at_once=2, members=2)
+    saved = checkpoint.load(tmp_path / "cut" / "checkpoint.npz", "s")
+    assert saved is not None and saved[0] == {} and sorted(saved[1]) == [0, 1]
+    monkeypatch.setattr(checkpoint, "save", save)
+    again, again_rows, _ = trained(data, tmp_path / "cut", monkeypatch, at_once=2, members=2)
+    for a, b in zip(whole, again, strict=True):
+        for name in network.PARAM_NAMES:
+            np.testing.assert_array_equal(a[name], b[name])
+    assert [r["loss"] for r in again_rows] == [r["loss"] for r in rows]
+
+
+def test_together_stops_the_others_and_raises_the_first_error():
+    seen = []
+
+    def failing(stop):
+        time.sleep(0.05)
+        raise ValueError("member 1 diverged")
+
+    def patient(stop):
+        while not stop.is_set():
+            time.sleep(0.01)
+        seen.append("stopped")
+        raise threads.Stopped
+
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match="member 1 diverged"):
+        threads.together([patient, failing])
+    assert seen == ["stopped"] and time.perf_counter() - started < 5
+
+
+def test_together_runs_its_jobs_at_once():
+    meet = threading.Barrier(2, timeout=5)          # broken unless both wait at once
+    threads.together([lambda stop: meet.wait(), lambda stop: meet.wait()])
