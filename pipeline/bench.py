@@ -43,9 +43,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import ingest, network, optim, params as params_mod, preprocess, threads, train
+from pipeline import ingest, network, optim, params as params_mod, preprocess, train
 from pipeline.augment import Augmenter
 from pipeline.settings import Train
+from pipeline.threads import cores
 
 ROOT = Path(__file__).resolve().parents[1]
 KAGGLE = ROOT.parent / "shared" / "data" / "digit-recognizer"
@@ -316,7 +317,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(default: %(default)s; generated data when absent)")
     parser.add_argument("--generate", type=int, nargs=2, metavar=("TRAIN", "TEST"),
                         help="use generated data of these row counts instead")
-    parser.add_argument("--threads", type=int, default=threads.cores(),
+    parser.add_argument("--threads", type=int, default=cores(),
                         help="BLAS and PyTorch threads (default: this machine's %(default)s)")
     parser.add_argument("--repeats", type=int, default=7,
                         help="training epochs timed for each contender (default: %(default)s)")
@@ -457,7 +458,8 @@ def time_members(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndar
     at_once, each = train.side_by_side(best)
     if at_once < 2:
         row("ensemble members side by side", "not here",
-            f"one at a time: a network already has {each} of the {threads.cores()} cores")
+            f"train.side_by_side trains them one at a time here ({each} BLAS thread(s) of "
+            f"{cores()} cores for one network)")
         return
     cfg = dataclasses.replace(best, epochs=epochs, members=2)
     times: dict[tuple, list[float]] = {(1, each): [], (2, each): []}

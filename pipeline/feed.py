@@ -101,7 +101,7 @@ class Feed:
             self._limits.close()
 
     def __enter__(self) -> "Feed":
-        now = threads.blas() if self.ahead else None
+        now = threads.blas_threads() if self.ahead else None
         if now is not None:
             self._limits.enter_context(threads.blas_limit(threads.beside_feed(now)))
         return self

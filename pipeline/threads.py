@@ -3,16 +3,19 @@
 OpenBLAS splits each matrix product over its threads, and their number changes
 the products' last bits (the sums are split differently), so a network trains to
 the same weights only with the same number of BLAS threads. Everything here keeps
-that number a function of the machine, never of timing. threadpoolctl sets it;
-without threadpoolctl (an environment from before it was required) nothing is
-limited and nothing runs side by side.
+that number a function of the machine, never of timing. threadpoolctl reads and
+sets it; without threadpoolctl (an environment from before it was required)
+nothing is limited and nothing runs side by side.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from typing import Callable, Iterator
+
+log = logging.getLogger(__name__)
 
 
 def cores() -> int:
@@ -22,31 +25,44 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
-def blas() -> int | None:
-    """The threads BLAS uses now, or None when threadpoolctl is missing."""
+def _blas_pools() -> list[dict]:
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
-        return None
-    return max([pool["num_threads"] for pool in threadpool_info()
-                if pool["user_api"] == "blas"], default=1)
+        return []
+    return [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
 
 
-def beside_feed(threads: int) -> int:
-    """BLAS threads while a feed thread works: one core fewer, never more than now.
+def blas_threads() -> int | None:
+    """The threads BLAS uses now, or None when threadpoolctl is missing or finds
+    no BLAS it knows."""
+    pools = _blas_pools()
+    return max(pool["num_threads"] for pool in pools) if pools else None
+
+
+def limit_is_global() -> bool:
+    """Whether a BLAS limit set in one thread holds in every thread, as it does for
+    OpenBLAS's own pthreads pool (NumPy's wheels). An OpenMP pool keeps a count for
+    each thread, so a limit set here would not reach threads started later."""
+    pools = _blas_pools()
+    return bool(pools) and all(pool.get("threading_layer") == "pthreads" for pool in pools)
+
+
+def beside_feed(n: int) -> int:
+    """BLAS threads while a feed thread works: one core fewer, never more than n.
     A cap, never a raise, so OPENBLAS_NUM_THREADS=1 or a caller's limit stays."""
-    return max(1, min(threads, cores() - 1))
+    return max(1, min(n, cores() - 1))
 
 
 @contextlib.contextmanager
-def blas_limit(threads: int) -> Iterator[None]:
-    """BLAS uses at most `threads` threads inside (no-op without threadpoolctl)."""
+def blas_limit(n: int) -> Iterator[None]:
+    """BLAS uses n threads inside (no-op without threadpoolctl)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         yield
         return
-    with threadpool_limits(threads, user_api="blas"):
+    with threadpool_limits(n, user_api="blas"):
         yield
 
 
@@ -54,11 +70,12 @@ class Stopped(Exception):
     """Raised by a job that saw `stop` set: another job failed or was interrupted."""
 
 
-def together(jobs: list[Callable[[threading.Event], None]]) -> None:
+def together(jobs: list[Callable[[threading.Event], None]], stopping: str = "") -> None:
     """Run each job on a thread of its own, passing all of them one `stop` event,
-    and wait for all. The first error (or Ctrl-C) sets `stop`: each job should then
-    raise Stopped at its next chance (train's jobs do at their next epoch's end).
-    Once all have ended, that first error is raised here."""
+    and wait for all. The first error or Ctrl-C sets `stop`: each job should then
+    raise Stopped at its next chance, and the wait goes on until all have (a second
+    Ctrl-C does not cut it short, so no job dies halfway through writing a file).
+    `stopping` is logged then. Once all have ended, that first error is raised."""
     errors: list[BaseException] = []
     stop = threading.Event()
 
@@ -71,18 +88,31 @@ def together(jobs: list[Callable[[threading.Event], None]]) -> None:
             errors.append(exc)
             stop.set()
 
-    threads = [threading.Thread(target=guarded, args=(job,), name=f"job-{i}", daemon=True)
-               for i, job in enumerate(jobs)]
-    for thread in threads:
-        thread.start()
-    try:
-        for thread in threads:
+    started: list[threading.Thread] = []
+
+    def wait() -> None:
+        for thread in started:
             while thread.is_alive():
                 thread.join(0.25)           # in short waits, so Ctrl-C is seen at once
-    except BaseException:
+
+    try:
+        for i, job in enumerate(jobs):
+            started.append(threading.Thread(target=guarded, args=(job,), name=f"job-{i}",
+                                            daemon=True))
+            started[-1].start()
+        wait()
+    except BaseException:                   # Ctrl-C (KeyboardInterrupt) in this thread
         stop.set()
-        for thread in threads:
-            thread.join()
+        if stopping:
+            log.warning("%s", stopping)
+        while True:
+            try:
+                wait()
+                break
+            except KeyboardInterrupt:
+                log.warning("still stopping: the threads end at their next chance")
+        for exc in errors:
+            log.warning("and a thread failed: %s", exc)
         raise
     if errors:
         raise errors[0]

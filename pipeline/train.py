@@ -86,7 +86,9 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg:
     (N, 784) to soft targets (N, 10), does fit distil, at distill_temperature with
     distill_weight (network.loss says how); the teacher sees the same distorted
     images as the network. feed_ahead: whether distortions are made an epoch ahead
-    on a thread of their own (`Feed`'s `ahead`; the weights are the same either way).
+    on a thread of their own (`Feed`'s `ahead`): the weights are the same either way
+    at the same BLAS thread count, but only a feed that works ahead caps BLAS's
+    threads (to leave it a core); with False the caller sets them.
 
     Returns (params, history): history has one dict per epoch with the keys of
     HISTORY_COLUMNS but `member`, and `seconds`, the epoch's wall time. `loss` is
@@ -209,14 +211,15 @@ def side_by_side(cfg: Train) -> tuple[int, int]:
     A network that trains with distortions leaves a core to its feed, so BLAS gets
     `threads.beside_feed` threads: one of two cores. Members then train side by side,
     as many as the cores hold, each with that many BLAS threads and its distortions
-    made in line: every core works all the time, and each member's weights are
-    those it gets alone (the same BLAS threads). Without distortions, or when one
-    network already has most cores, they train one at a time.
+    made in line: each member's weights are those it gets alone (the same BLAS
+    threads). Without distortions, when one network already has most cores, or when
+    BLAS's threads cannot be set for every thread at once (no threadpoolctl, or an
+    OpenMP BLAS), they train one at a time.
     """
-    now = threads.blas()
-    if now is None or not augmenter(cfg, 28).active:
-        return 1, now or 1
-    each = threads.beside_feed(now)
+    blas = threads.blas_threads()
+    if blas is None or not threads.limit_is_global() or not augmenter(cfg, 28).active:
+        return 1, blas or 1
+    each = threads.beside_feed(blas)
     return max(1, min(cfg.members, threads.cores() // each)), each
 
 
@@ -233,55 +236,60 @@ def train_networks(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.nd
     stands, and a run stopped midway goes on from there. Returns (params of each,
     the history rows of all, each with its `member`)."""
     done, training = checkpoint.load(saved_at, stamp) or ({}, {})
-    for k, now in sorted(training.items()):
+    for k, state in sorted(training.items()):
         log.info("train: resuming from the checkpoint after epoch %d of member %d",
-                 now.epoch, k + 1)
+                 state.epoch, k + 1)
     student = dataclasses.replace(cfg, epochs=cfg.distill_epochs or cfg.epochs)
     total = cfg.epochs * min(networks, cfg.members) + student.epochs * (networks > cfg.members)
     finished = (sum(len(rows) for _, rows in done.values())
-                + sum(now.epoch for now in training.values()))
+                + sum(state.epoch for state in training.values()))
     shapes = network.shapes(X.shape[1], cfg.hidden, 10)
-    lock = threading.Lock()         # for the bar, the checkpoint and `done`
-
-    def train_one(k: int, stop: threading.Event | None = None, ahead: bool | None = None,
-                  teacher: Callable | None = None) -> None:
-        fitted = student if k == cfg.members else cfg
-
-        def on_epoch(row: dict) -> None:
-            with lock:
-                row.update(member=k, members=networks, of=fitted.epochs)
-                shown(row)
-            if stop is not None and stop.is_set():
-                raise threads.Stopped
-
-        def on_progress(now: checkpoint.Progress) -> None:
-            with lock:                  # fit's arrays change on: save a copy
-                training[k] = dataclasses.replace(
-                    now, flat=now.flat.copy(), mean_sq=now.mean_sq.copy(),
-                    best=None if now.best is None else now.best.copy(),
-                    history=list(now.history))
-                checkpoint.save(saved_at, stamp, done, training)
-
-        # Overflow on the way to divergence would print NumPy warnings before fit's error.
-        with np.errstate(over="ignore", invalid="ignore"):
-            params, rows = fit(X, y, X_val, y_val, fitted, rng=np.random.default_rng([seed, 2, k]),
-                               on_epoch=on_epoch, resume=training.get(k),
-                               on_progress=on_progress, teacher=teacher, feed_ahead=ahead)
-        with lock:
-            done[k] = (network.pack(params)[0], rows)
-            training.pop(k, None)
-
     at_once, each = side or side_by_side(cfg)
     waiting = [k for k in range(min(networks, cfg.members)) if k not in done]
+    lock = threading.Lock()         # for the bar, the checkpoint, `done` and `training`
     # A bar on a terminal, else log lines; closed even when training fails.
     with progress.Epochs(cfg.epochs, networks, total=total, done=finished) as shown:
+
+        def train_one(k: int, stop: threading.Event | None = None, *,
+                      ahead: bool | None = None, teacher: Callable | None = None) -> None:
+            fitted = student if k == cfg.members else cfg
+
+            def on_epoch(row: dict) -> None:
+                with lock:
+                    row.update(member=k, members=networks, of=fitted.epochs)
+                    shown(row)
+
+            def on_progress(state: checkpoint.Progress) -> None:
+                with lock:              # fit's arrays change on: save a copy
+                    training[k] = dataclasses.replace(
+                        state, flat=state.flat.copy(), mean_sq=state.mean_sq.copy(),
+                        best=None if state.best is None else state.best.copy(),
+                        history=list(state.history))
+                    checkpoint.save(saved_at, stamp, done, training)
+                if stop is not None and stop.is_set():      # this epoch is saved
+                    raise threads.Stopped
+
+            # Overflow on the way to divergence would print NumPy warnings before fit's
+            # error.
+            with np.errstate(over="ignore", invalid="ignore"):
+                params, rows = fit(X, y, X_val, y_val, fitted,
+                                   rng=np.random.default_rng([seed, 2, k]),
+                                   on_epoch=on_epoch, resume=training.get(k),
+                                   on_progress=on_progress, teacher=teacher,
+                                   feed_ahead=ahead)
+            with lock:
+                done[k] = (network.pack(params)[0], rows)
+                training.pop(k, None)
+
         for group in (waiting[i:i + at_once] for i in range(0, len(waiting), at_once)):
             if len(group) == 1:
                 train_one(group[0])
             else:
+                # Each member makes its own distortions: the other cores train the others.
                 with threads.blas_limit(each):
-                    threads.together([functools.partial(train_one, k, ahead=False)
-                                      for k in group])
+                    threads.together(
+                        [functools.partial(train_one, k, ahead=False) for k in group],
+                        stopping="train: stopping each member at the end of its epoch")
         if networks > cfg.members and cfg.members not in done:
             members = [network.views(done[k][0], shapes) for k in range(cfg.members)]
             train_one(cfg.members, teacher=soft_targets(members, cfg.distill_temperature))

@@ -22,16 +22,21 @@ CFG = dict(hidden=16, epochs=3, batch_size=32, augment_rotate=5.0, members=3)
 FIT = train.fit
 
 
-def trained(data, tmp_path, monkeypatch, at_once, **changes):
+def trained(data, tmp_path, monkeypatch, at_once, seen=None, **changes):
     """train_networks on two cores with `at_once` members at a time, one BLAS thread
-    each: (networks, history, the threads fit ran on and BLAS's threads there)."""
+    each: (networks, history, the threads fit ran on and BLAS's threads there).
+    `seen`, if given, gets the member of each epoch shown."""
     from threadpoolctl import threadpool_limits
     monkeypatch.setattr(threads, "cores", lambda: 2)
     names = []
 
-    def watched(*args, **kwargs):
-        names.append((threading.current_thread().name, threads.blas()))
-        return FIT(*args, **kwargs)
+    def watched(*args, on_epoch, **kwargs):
+        def shown(row):                     # BLAS's threads while the network trains
+            names.append((threading.current_thread().name, threads.blas_threads()))
+            on_epoch(row)
+            if seen is not None:
+                seen.append(row["member"])
+        return FIT(*args, on_epoch=shown, **kwargs)
 
     monkeypatch.setattr(train, "fit", watched)
     cfg = train_settings(**{**CFG, **changes})
@@ -45,9 +50,10 @@ def trained(data, tmp_path, monkeypatch, at_once, **changes):
 def test_members_side_by_side_are_those_trained_one_at_a_time(data, tmp_path, monkeypatch):
     alone, alone_rows, alone_threads = trained(data, tmp_path / "a", monkeypatch, at_once=1)
     beside, beside_rows, beside_threads = trained(data, tmp_path / "b", monkeypatch, at_once=2)
-    assert alone_threads == [("MainThread", 2)] * 3             # its feed takes a core
+    assert set(alone_threads) == {("MainThread", 1)}            # its feed takes a core
     # Members 0 and 1 together, each with one BLAS thread, then member 2 alone.
-    assert sorted(beside_threads) == [("MainThread", 2), ("job-0", 1), ("job-1", 1)]
+    assert set(beside_threads) == {("MainThread", 1), ("job-0", 1), ("job-1", 1)}
+    assert [name for name, _ in beside_threads[-3:]] == ["MainThread"] * 3
     for a, b in zip(alone, beside, strict=True):
         for name in network.PARAM_NAMES:
             np.testing.assert_array_equal(a[name], b[name])
@@ -57,14 +63,19 @@ def test_members_side_by_side_are_those_trained_one_at_a_time(data, tmp_path, mo
     assert [row["member"] for row in beside_rows] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
 
 
-def test_side_by_side_needs_distortions_and_a_spare_core(monkeypatch):
+def test_side_by_side_needs_distortions_a_spare_core_and_a_global_limit(monkeypatch):
     best = train_settings(augment_rotate=5.0, members=5)
+    monkeypatch.setattr(threads, "limit_is_global", lambda: True)
     for cores, blas, expected in [(2, 2, (2, 1)), (4, 4, (1, 3)), (8, 1, (5, 1)), (1, 1, (1, 1))]:
         monkeypatch.setattr(threads, "cores", lambda: cores)
-        monkeypatch.setattr(threads, "blas", lambda: blas)
+        monkeypatch.setattr(threads, "blas_threads", lambda: blas)
         assert train.side_by_side(best) == expected, (cores, blas)
     plain = train_settings(augment_shift=0.0, augment_rotate=0.0, members=5).plain()
     assert train.side_by_side(plain) == (1, 1)          # one at a time, every BLAS thread
+    monkeypatch.setattr(threads, "limit_is_global", lambda: False)     # an OpenMP BLAS
+    assert train.side_by_side(best) == (1, 1)
+    monkeypatch.setattr(threads, "blas_threads", lambda: None)         # no threadpoolctl
+    assert train.side_by_side(best) == (1, 1)
 
 
 def test_a_stopped_side_by_side_run_resumes_both_members(data, tmp_path, monkeypatch):
@@ -77,10 +88,14 @@ def test_a_stopped_side_by_side_run_resumes_both_members(data, tmp_path, monkeyp
             raise OSError("disk gone")
 
     monkeypatch.setattr(checkpoint, "save", save_then_fail)
+    shown = []
     with pytest.raises(OSError, match="disk gone"):
-        trained(data, tmp_path / "cut", monkeypatch, at_once=2, members=2)
+        trained(data, tmp_path / "cut", monkeypatch, at_once=2, seen=shown, members=2)
     saved = checkpoint.load(tmp_path / "cut" / "checkpoint.npz", "s")
     assert saved is not None and saved[0] == {} and sorted(saved[1]) == [0, 1]
+    # Every epoch shown was saved: the member that was stopped finished its epoch first.
+    assert {k: state.epoch for k, state in saved[1].items()} == {
+        k: shown.count(k) for k in (0, 1)}
     monkeypatch.setattr(checkpoint, "save", save)
     again, again_rows, _ = trained(data, tmp_path / "cut", monkeypatch, at_once=2, members=2)
     for a, b in zip(whole, again, strict=True):
@@ -97,15 +112,29 @@ def test_together_stops_the_others_and_raises_the_first_error():
         raise ValueError("member 1 diverged")
 
     def patient(stop):
-        while not stop.is_set():
-            time.sleep(0.01)
-        seen.append("stopped")
-        raise threads.Stopped
+        if stop.wait(5):                    # not forever, should `together` not set it
+            seen.append("stopped")
+            raise threads.Stopped
 
     started = time.perf_counter()
     with pytest.raises(ValueError, match="member 1 diverged"):
         threads.together([patient, failing])
     assert seen == ["stopped"] and time.perf_counter() - started < 5
+
+
+def test_ctrl_c_stops_every_job_at_its_next_chance_then_is_raised():
+    import _thread
+    ended = []
+
+    def job(stop):
+        if stop.wait(5):
+            ended.append(threading.current_thread().name)
+            raise threads.Stopped
+
+    threading.Timer(0.1, _thread.interrupt_main).start()          # as Ctrl-C would
+    with pytest.raises(KeyboardInterrupt):
+        threads.together([job, job])
+    assert sorted(ended) == ["job-0", "job-1"]
 
 
 def test_together_runs_its_jobs_at_once():
