@@ -281,10 +281,13 @@ def test_sigkill_midway_then_rerun_recovers(tmp_path, clean_run, marker, delay, 
 def test_ctrl_c_exits_cleanly_and_keeps_outputs(tmp_path, clean_run):
     base, _ = clean_run
     out = tmp_path / "out"
+    # A shell ignores Ctrl-C in what it starts in the background, and the child would
+    # inherit that: give it the default, as a terminal's foreground has.
     proc = subprocess.Popen([sys.executable, "-u", str(ROOT / "run.py"), *base,
                              f"--set=outputs={out}", "--set=train.epochs=40"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stdout:
         if "train: epoch 1" in line:
             break

@@ -124,6 +124,7 @@ def test_together_stops_the_others_and_raises_the_first_error():
 
 def test_ctrl_c_stops_every_job_at_its_next_chance_then_is_raised():
     import _thread
+    import signal
     ended = []
 
     def job(stop):
@@ -131,9 +132,15 @@ def test_ctrl_c_stops_every_job_at_its_next_chance_then_is_raised():
             ended.append(threading.current_thread().name)
             raise threads.Stopped
 
-    threading.Timer(0.1, _thread.interrupt_main).start()          # as Ctrl-C would
-    with pytest.raises(KeyboardInterrupt):
-        threads.together([job, job])
+    # Python's own Ctrl-C handler, even where a shell started the tests in the
+    # background: it ignores Ctrl-C there, and interrupt_main then does nothing.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(0.1, _thread.interrupt_main).start()      # as Ctrl-C would
+        with pytest.raises(KeyboardInterrupt):
+            threads.together([job, job])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert sorted(ended) == ["job-0", "job-1"]
 
 
