@@ -229,6 +229,15 @@ def assert_uniform(values: np.ndarray, half: float, what: str):
     assert np.mean(np.abs(values) < half / 2) == pytest.approx(0.5, abs=0.04), what
 
 
+def centred_linear(points: np.ndarray) -> np.ndarray:
+    """A (n, 2, 2) of points drawn without shifts: checks that they are an exact
+    affine map about the centre, with no translation."""
+    A, t, residual = affine(points)
+    assert residual < 1e-3
+    np.testing.assert_allclose(t, 0, atol=1e-4)                # about the centre
+    return A
+
+
 def assert_identity(A: np.ndarray, what: str):
     np.testing.assert_allclose(A, np.broadcast_to(np.eye(2), A.shape), atol=1e-5, err_msg=what)
 
@@ -244,9 +253,7 @@ def test_shift_spreads_uniformly_along_both_axes(shift):
 
 
 def test_rotation_turns_by_a_uniform_angle_and_only_turns():
-    A, t, residual = affine(draw(rotate=15.0))
-    assert residual < 1e-3
-    np.testing.assert_allclose(t, 0, atol=1e-4)                # about the centre
+    A = centred_linear(draw(rotate=15.0))
     a, b, c, d = A[:, 0, 0], A[:, 0, 1], A[:, 1, 0], A[:, 1, 1]
     np.testing.assert_allclose(a, d, atol=1e-5)                # a rotation: [[cos, -sin],
     np.testing.assert_allclose(b, -c, atol=1e-5)               #              [sin, cos]]
@@ -255,9 +262,7 @@ def test_rotation_turns_by_a_uniform_angle_and_only_turns():
 
 
 def test_scale_zooms_by_a_uniform_factor_on_both_axes():
-    A, t, residual = affine(draw(scale=0.2))
-    assert residual < 1e-3
-    np.testing.assert_allclose(t, 0, atol=1e-4)
+    A = centred_linear(draw(scale=0.2))
     np.testing.assert_allclose(A[:, 0, 1], 0, atol=1e-6)
     np.testing.assert_allclose(A[:, 1, 0], 0, atol=1e-6)
     np.testing.assert_allclose(A[:, 0, 0], A[:, 1, 1], rtol=1e-5)
@@ -266,9 +271,7 @@ def test_scale_zooms_by_a_uniform_factor_on_both_axes():
 
 
 def test_shear_slants_by_a_uniform_angle():
-    A, t, residual = affine(draw(shear=20.0))
-    assert residual < 1e-3
-    np.testing.assert_allclose(t, 0, atol=1e-4)
+    A = centred_linear(draw(shear=20.0))
     np.testing.assert_allclose(A[:, 0, 0], 1, atol=1e-6)
     np.testing.assert_allclose(A[:, 1, 1], 1, atol=1e-6)
     np.testing.assert_allclose(A[:, 1, 0], 0, atol=1e-6)
