@@ -1,5 +1,14 @@
-"""RMSprop (Tieleman and Hinton, 2012), owning its state. NumPy only, no I/O."""
+"""RMSprop (Tieleman and Hinton, 2012), owning its state. No I/O.
+
+The step is written twice: in NumPy (`RMSprop.step_numpy`, the definition, read it
+first) and as one compiled loop (`_fused_step`, through numba) that does the same
+float32 operations in the same order, so both give the same bits
+(tests/test_optim.py). NumPy makes nine passes over the 203,530 values; the loop
+makes one, 3.5 times faster, which is 15% of a two-thread training epoch.
+"""
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -48,7 +57,19 @@ class RMSprop:
         self._scratch = np.empty_like(params)
 
     def step(self, params: np.ndarray, grads: np.ndarray) -> None:
-        """Update `params` in place from `grads`."""
+        """Update `params` in place from `grads`: the compiled loop when it applies
+        (float32, contiguous, numba importable), else `step_numpy`."""
+        kernel = _fused_step()
+        if kernel is None or not _fusable(params, grads, self.mean_sq):
+            self.step_numpy(params, grads)
+            return
+        # The NumPy ufuncs cast these Python floats to float32 (NEP 50); so does this.
+        kernel(params.reshape(-1), grads.reshape(-1), self.mean_sq.reshape(-1),
+               np.float32(self.lr), np.float32(1.0 - self.decay), np.float32(self.eps))
+        self._count_step(params)
+
+    def step_numpy(self, params: np.ndarray, grads: np.ndarray) -> None:
+        """`step` in NumPy: one whole-array operation at a time, through a scratch buffer."""
         g, s, t = grads, self.mean_sq, self._scratch
         np.multiply(g, g, out=t)
         t -= s
@@ -59,6 +80,9 @@ class RMSprop:
         np.divide(g, t, out=t)
         t *= self.lr
         params -= t
+        self._count_step(params)
+
+    def _count_step(self, params: np.ndarray) -> None:
         self.steps += 1
         if self.flush_every and self.steps % self.flush_every == 0:
             self.flush(params)
@@ -67,3 +91,41 @@ class RMSprop:
         """Set subnormal values of `params` and of the running average to zero."""
         flush_subnormals_(params)
         flush_subnormals_(self.mean_sq)
+
+
+def _fusable(*arrays: np.ndarray) -> bool:
+    """Whether the compiled step can update these in place: float32, C-contiguous, one shape."""
+    return all(a.dtype == np.float32 and a.flags.c_contiguous and a.shape == arrays[0].shape
+               for a in arrays)
+
+
+@functools.cache
+def _fused_step():
+    """`RMSprop.step_numpy` as one loop compiled by numba, or None without numba.
+
+    Imported on first use: numba takes about 0.3 s to import, and only training
+    needs it. Compiled once per machine (cache=True keeps it in __pycache__).
+    `error_model="numpy"` lets a division by zero give inf as NumPy's does, rather
+    than raise, which also lets LLVM vectorise the loop; without fastmath it keeps
+    every rounding, so the bits match the NumPy step. nogil: ensemble members
+    train side by side in threads. NUMBA_DISABLE_JIT would run the loop in Python,
+    far slower than NumPy, so then NumPy it is.
+    """
+    try:
+        import numba
+    except ImportError:
+        return None
+    if numba.config.DISABLE_JIT:
+        return None
+
+    @numba.njit(cache=True, nogil=True, error_model="numpy")
+    def fused_step(p, g, s, lr, one_minus_decay, eps):     # all (P,) float32, in place
+        for i in range(p.size):
+            gi = g[i]
+            t = gi * gi
+            t -= s[i]
+            t *= one_minus_decay
+            si = s[i] + t                                    # the running average
+            s[i] = si
+            p[i] -= gi / (np.sqrt(si) + eps) * lr
+    return fused_step

@@ -66,3 +66,36 @@ def test_flushes_every_flush_every_steps():
         assert opt.steps == steps                         # checkpoints save this count
         assert optim.count_subnormal(p) == expected
     assert optim.count_subnormal(opt.mean_sq) == 0 and p[1] == 0.5
+
+
+def test_compiled_step_gives_the_numpy_steps_bits():
+    """The fused loop and the NumPy step, 320 steps of gradients that span float32's
+    range (zeros, subnormals, huge values, the L2-only weights that shrink), give the
+    same weights and averages to the bit, flushes and all."""
+    assert optim._fused_step() is not None, "numba is in requirements.txt"
+    rng = np.random.default_rng(7)
+    size = 4099                                       # not a multiple of any vector width
+    p0 = rng.standard_normal(size).astype(np.float32)
+    pa, pb = p0.copy(), p0.copy()
+    a, b = RMSprop(pa, lr=0.002, decay=0.9, eps=1e-8), RMSprop(pb, lr=0.002, decay=0.9, eps=1e-8)
+    for step in range(320):
+        g = (rng.standard_normal(size) * 10.0 ** rng.integers(-45, 18, size)).astype(np.float32)
+        g[rng.random(size) < 0.2] = 0
+        g[:500] = 1e-4 * pa[:500]                     # only an L2 term, as for blank pixels
+        a.lr = b.lr = 0.002 * (1 - step / 320)
+        a.step(pa, g)
+        b.step_numpy(pb, g.copy())
+    np.testing.assert_array_equal(pa, pb)
+    np.testing.assert_array_equal(a.mean_sq, b.mean_sq)
+    assert a.steps == b.steps == 320 and optim.count_subnormal(pa) == 0
+
+
+def test_step_falls_back_to_numpy_for_other_arrays():
+    """float64 or strided arrays take the NumPy step, with the same result as it."""
+    for p in (np.ones(6), np.ones(12, np.float32)[::2]):
+        q = p.copy()
+        g = np.linspace(-1, 1, 6).astype(p.dtype)
+        RMSprop(p, lr=0.01).step(p, g)
+        RMSprop(q, lr=0.01).step_numpy(q, g)
+        np.testing.assert_array_equal(p, q)
+        assert p.dtype == q.dtype
