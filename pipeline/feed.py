@@ -1,9 +1,10 @@
-"""Each epoch's training images, shuffled and distorted afresh, made one epoch ahead.
+"""Each epoch's training images, shuffled and distorted afresh, made ahead.
 
 Distorting 37800 images costs about as much as a training epoch's matrix products,
 in NumPy on one core. `Feed` makes the next epoch's images on a second thread while
-the network trains on this epoch's, so on a machine with two cores or more that cost
-is mostly hidden. Meanwhile BLAS gets one core fewer: OpenBLAS's threads wait for
+the network trains on this epoch's, writing each block over rows training has just
+finished with, so on a machine with two cores or more that cost is mostly hidden,
+for one buffer of the images' size. Meanwhile BLAS gets one core fewer: OpenBLAS's threads wait for
 each other by spinning, so a product whose thread shares a core with the feed waits
 for it (docs/speed.md, Threads).
 
@@ -28,75 +29,131 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch])
 
 
+BLOCK = 4096        # rows the feed makes at a time; a multiple of augment.CHUNK
+
+
 class Feed:
     """Epoch e's rows of X (N, D), in a new order and through `augment`.
 
     `epoch(e, then)` returns (order (N,), images (N, D)), with images[i] the
     distorted X[order[i]], and when `then` is given starts making that epoch's on a
     background thread (`ahead`, by default when there are two cores or more) or
-    leaves it for later: the images are the same. Two buffers of X's size take
-    turns, so an epoch's images stay valid until the next call (`then` must be an
-    epoch of the other parity, as the next one is). Use the feed in a `with`: inside,
-    BLAS has at most one thread fewer than cores when it works ahead, and the end
-    waits for the thread.
+    leaves it for later: the images are the same. Read them through
+    `rows(start, stop)`, in order: it waits until the feed has written them, and
+    hands rows before `start` back to the feed, which writes epoch `then`'s images
+    over them, a block at a time. So one buffer of X's size serves both epochs
+    (118 MB on Kaggle's data, where two buffers took twice that), and the feed trails
+    the reader through the buffer. Use the feed in a `with`: inside, BLAS has at most
+    one thread fewer than cores when it works ahead, and the end stops the thread.
     """
 
     def __init__(self, X: np.ndarray, augment: Callable, seed: int,
-                 ahead: bool | None = None):
-        self.X, self.augment, self.seed = X, augment, seed
+                 ahead: bool | None = None, block: int = BLOCK):
+        self.X, self.augment, self.seed, self.block = X, augment, seed, block
         self.ahead = threads.cores() > 1 if ahead is None else ahead
-        self._buffers = [np.empty_like(X) for _ in range(2 if self.ahead else 1)]
-        self._pending: tuple[int, threading.Thread, dict] | None = None
+        self._images = np.empty_like(X)
+        # Guarded by _changed: the epoch being read and how many of its rows are
+        # handed back; the epoch being written and how many of its rows are done;
+        # each epoch's order once drawn; the first error on a thread.
+        self._changed = threading.Condition()
+        self._reading, self._written = (0, 0), (0, 0)
+        self._orders: dict[int, np.ndarray] = {}
+        self._error: BaseException | None = None
+        self._stopping = False
+        self._thread: threading.Thread | None = None    # the newest; it waits for the one before
+        self._next = 0                                   # the epoch that thread makes
         self._limits = contextlib.ExitStack()         # BLAS's threads, given back on close
 
-    def _make(self, epoch: int) -> np.ndarray:
-        """Fill epoch's buffer with its images and return its order."""
+    def _make(self, epoch: int, after: int | None = None) -> None:
+        """Write epoch's images into the buffer, a block at a time. With `after`, each
+        block first waits until the reader has handed back those rows of epoch `after`."""
         rng = epoch_rng(self.seed, epoch)
         order = rng.permutation(len(self.X))
-        out = self._buffers[epoch % len(self._buffers)]
-        np.take(self.X, order, axis=0, out=out)
-        self.augment(out, rng, out=out)
-        return order
+        with self._changed:
+            self._orders = {epoch: order}
+            self._written = (epoch, 0)
+            self._changed.notify_all()
+        for start in range(0, len(order), self.block):
+            stop = min(start + self.block, len(order))
+            if after is not None:
+                with self._changed:
+                    self._changed.wait_for(lambda: self._stopping or self._reading[0] != after
+                                           or self._reading[1] >= stop)
+                    if self._stopping:
+                        return
+            out = self._images[start:stop]
+            np.take(self.X, order[start:stop], axis=0, out=out)
+            # The epoch's stream goes on from block to block: the same draws as one call.
+            self.augment(out, rng, out=out)
+            with self._changed:
+                self._written = (epoch, stop)
+                self._changed.notify_all()
 
-    def _start(self, epoch: int) -> None:
-        result: dict = {}
+    def _start(self, epoch: int, after: int) -> None:
+        previous = self._thread
 
         def work() -> None:
+            if previous is not None:
+                previous.join()                 # one epoch written at a time, in order
             try:
-                result["order"] = self._make(epoch)
-            except BaseException as exc:        # re-raised in the training thread
-                result["error"] = exc
+                if not (self._stopping or self._error):
+                    self._make(epoch, after)
+            except BaseException as exc:        # re-raised in the reading thread
+                with self._changed:
+                    self._error = self._error or exc
+                    self._changed.notify_all()
 
-        thread = threading.Thread(target=work, name=f"feed-epoch-{epoch}", daemon=True)
-        thread.start()
-        self._pending = (epoch, thread, result)
+        self._thread = threading.Thread(target=work, name=f"feed-epoch-{epoch}", daemon=True)
+        self._next = epoch
+        self._thread.start()
 
-    def _wait(self) -> tuple[int, dict] | None:
-        if self._pending is None:
-            return None
-        epoch, thread, result = self._pending
-        self._pending = None
-        thread.join()
-        if "error" in result:
-            raise result["error"]
-        return epoch, result
+    def _wait(self, ready: Callable[[], bool]) -> None:
+        """Wait, holding _changed, until `ready()` or a thread failed; raise its error."""
+        self._changed.wait_for(lambda: self._error is not None or ready())
+        if self._error is not None:
+            raise self._error
 
     def epoch(self, epoch: int, then: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(order (N,), images (N, D)) of `epoch`; then starts on epoch `then`."""
-        done = self._wait()
-        order = done[1]["order"] if done and done[0] == epoch else self._make(epoch)
+        """(order (N,), images (N, D)) of `epoch`; then starts on epoch `then` (> epoch)."""
+        with self._changed:
+            self._reading = (epoch, 0)           # every row of the last epoch is handed back
+            self._changed.notify_all()
+            coming = self._thread is not None and self._next == epoch
+            if coming:                            # made ahead, or being made
+                self._wait(lambda: epoch in self._orders)
+        if not coming:                            # first, resumed, or not made ahead
+            self.close_thread()
+            self._make(epoch)
+        order = self._orders[epoch]
         if then is not None and self.ahead:
-            assert (then - epoch) % 2, "`then` would overwrite the images just returned"
-            self._start(then)
-        return order, self._buffers[epoch % len(self._buffers)]
+            self._start(then, after=epoch)
+        return order, self._images
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """images[start:stop] of the epoch being read, once written; hands back the
+        rows before `start`, which the next epoch's may then overwrite."""
+        epoch, stop = self._reading[0], min(stop, len(self.X))
+        with self._changed:
+            self._reading = (epoch, start)
+            self._changed.notify_all()
+            self._wait(lambda: self._written[0] > epoch
+                       or (self._written[0] == epoch and self._written[1] >= stop))
+        return self._images[start:stop]
+
+    def close_thread(self) -> None:
+        """Stop the feed's threads, if any run, and drop their work."""
+        if self._thread is not None:
+            with self._changed:
+                self._stopping = True
+                self._changed.notify_all()
+            self._thread.join()                   # it joins the one before
+            self._thread, self._stopping = None, False
 
     def close(self) -> None:
-        """Wait for the thread, if one is running (its work is dropped), and give
-        BLAS its threads back, whatever happens while waiting."""
+        """Stop the threads (their work is dropped) and give BLAS its threads back,
+        whatever happens while waiting."""
         try:
-            if self._pending is not None:
-                self._pending[1].join()
-                self._pending = None
+            self.close_thread()
         finally:
             self._limits.close()
 

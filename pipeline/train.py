@@ -135,10 +135,10 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg:
                 break
             start_time = time.perf_counter()
             if feed is not None:
-                # (N,) and (N, 784): shuffled[i] is X[order[i]], distorted
-                order, shuffled = feed.epoch(epoch, epoch + 1 if epoch < cfg.epochs else None)
+                # (N,): feed.rows(i, j) are X[order[i:j]], distorted
+                order, _ = feed.epoch(epoch, epoch + 1 if epoch < cfg.epochs else None)
                 if teacher is not None:
-                    targets = teacher(shuffled)
+                    targets = teacher(feed.rows(0, n))
             else:
                 order = epoch_rng(epoch_seed, epoch).permutation(n)
             ce_sum, correct = 0.0, 0
@@ -146,7 +146,7 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg:
             for i, start in enumerate(range(0, n, cfg.batch_size)):
                 idx = order[start:start + cfg.batch_size]
                 if augment is not None:
-                    xb = shuffled[start:start + cfg.batch_size]
+                    xb = feed.rows(start, start + cfg.batch_size)
                 else:
                     xb = np.take(X, idx, axis=0, out=batch[:len(idx)])
                 if cfg.input_dropout:

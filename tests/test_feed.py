@@ -1,9 +1,12 @@
 """The feed: each epoch's images, made ahead on a thread or not, are the same."""
+import threading
+import time
+
 import numpy as np
 import pytest
 
 from conftest import train_settings
-from pipeline import threads
+from pipeline import augment as augment_module, threads
 from pipeline.augment import Augmenter
 from pipeline.feed import Feed, epoch_rng
 
@@ -21,15 +24,45 @@ def expected(X, augment, seed, epoch):
     return order, augment(X[order], rng)
 
 
+def read(feed, n, batch=7):
+    """All n rows of the epoch being read, a batch at a time, as training reads them."""
+    return np.concatenate([feed.rows(start, start + batch).copy()    # the last may end past n
+                           for start in range(0, n, batch)])
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Distortions drawn 8 images at a time, so that a block of 16 holds two chunks."""
+    monkeypatch.setattr(augment_module, "CHUNK", 8)
+
+
 @pytest.mark.parametrize("ahead", [True, False])
-def test_each_epoch_is_its_own_stream_made_ahead_or_not(images, ahead):
+def test_each_epoch_is_its_own_stream_made_ahead_or_not(images, small_chunks, ahead):
+    """Made a block of 16 rows at a time, behind the reader, each epoch's images are
+    those of one call on the whole epoch: the block boundaries fall between chunks."""
     augment = Augmenter(SIDE, shift=1.0, rotate=10.0)
-    with Feed(images, augment, seed=5, ahead=ahead) as feed:
+    with Feed(images, augment, seed=5, ahead=ahead, block=16) as feed:
         for epoch in range(1, 5):
-            order, shown = feed.epoch(epoch, epoch + 1)
+            order, _ = feed.epoch(epoch, epoch + 1)
             want_order, want = expected(images, augment, 5, epoch)
             np.testing.assert_array_equal(order, want_order)
-            np.testing.assert_array_equal(shown, want)
+            np.testing.assert_array_equal(read(feed, len(images)), want)
+
+
+def test_the_next_epoch_overwrites_only_rows_handed_back(images, small_chunks):
+    """One buffer serves both epochs: rows before the reader's position take the
+    next epoch's images, a block at a time; rows still to be read stay as they were."""
+    augment = Augmenter(SIDE, shift=1.0)
+    with Feed(images, augment, seed=3, ahead=True, block=16) as feed:
+        _, shown = feed.epoch(1, 2)
+        before = read(feed, 40)                           # rows 0-39 read, 0-34 handed back
+        _, after_two = expected(images, augment, 3, 2)
+        deadline = time.monotonic() + 10
+        while not np.array_equal(shown[:32], after_two[:32]) and time.monotonic() < deadline:
+            time.sleep(0.01)                              # two blocks of epoch 2 come
+        np.testing.assert_array_equal(shown[:32], after_two[:32])
+        np.testing.assert_array_equal(shown[32:40], before[32:40])   # its third block waits
+        np.testing.assert_array_equal(feed.rows(40, 50), expected(images, augment, 3, 1)[1][40:])
 
 
 def test_epochs_differ_and_a_resumed_feed_starts_anywhere(images):
@@ -55,15 +88,17 @@ def test_an_error_on_the_thread_reaches_the_caller(images):
         feed.epoch(1, 2)                                  # epoch 2 fails on the thread
         with pytest.raises(ValueError, match="distortion failed"):
             feed.epoch(2, 3)
+            feed.rows(0, len(images))
 
 
-def test_images_of_an_epoch_stay_valid_while_the_next_is_made(images):
+def test_closing_stops_a_thread_that_waits_for_rows(images):
     augment = Augmenter(SIDE, shift=1.0)
     with Feed(images, augment, seed=3, ahead=True) as feed:
         _, shown = feed.epoch(1, 2)
         before = shown.copy()
-        feed.close()                                      # epoch 2 is finished now
+        feed.close()                       # nothing was handed back: epoch 2 was not begun
         np.testing.assert_array_equal(shown, before)
+        assert not [t for t in threading.enumerate() if t.name.startswith("feed-")]
 
 
 def test_fit_ends_with_the_same_weights_with_the_feed_ahead_or_not(monkeypatch):
