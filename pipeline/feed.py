@@ -2,11 +2,11 @@
 
 Distorting 37800 images costs about as much as a training epoch's matrix products,
 in NumPy on one core. `Feed` makes the next epoch's images on a second thread while
-the network trains on this epoch's, writing each block over rows training has just
-finished with, so on a machine with two cores or more that cost is mostly hidden,
-for one buffer of the images' size. Meanwhile BLAS gets one core fewer: OpenBLAS's threads wait for
-each other by spinning, so a product whose thread shares a core with the feed waits
-for it (docs/speed.md, Threads).
+the network trains on this epoch's, a block at a time over rows training is done
+with, so on a machine with two cores or more that cost is mostly hidden, for one
+buffer of the images' size. Meanwhile BLAS gets one core fewer: OpenBLAS's threads
+wait for each other by spinning, so a product whose thread shares a core with the
+feed waits for it (docs/speed.md, Threads).
 
 Epoch e draws its order and its distortions from a stream of its own,
 `epoch_rng(seed, e)`, so its images are the same whether they were made ahead or
