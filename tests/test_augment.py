@@ -1,4 +1,6 @@
 """Augmentation: shapes, dtype, range, reproducibility, and the geometry of the warp."""
+import threading
+
 import numpy as np
 import pytest
 
@@ -42,6 +44,29 @@ def test_augmentation_is_reproducible_under_a_seed(digits):
     c = augment(digits, np.random.default_rng(8))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("options", [dict(shift=1.5), EVERYTHING])
+def test_one_augmenter_serves_threads_at_once(digits, options):
+    """Its scratch buffers are per thread: four threads distorting at once, 50 times
+    each, get what one call alone gives (a shared set mixed their chunks)."""
+    augment = Augmenter(SIDE, **options)
+    images = np.tile(digits, (20, 1))                   # 400 rows: two chunks a call
+    alone = [augment(images, np.random.default_rng(seed)) for seed in range(4)]
+    together = [[] for _ in range(4)]
+
+    def work(seed):
+        for _ in range(50):
+            together[seed].append(augment(images, np.random.default_rng(seed)))
+
+    workers = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    for seed in range(4):
+        for out in together[seed]:
+            np.testing.assert_array_equal(out, alone[seed])
 
 
 def test_each_image_gets_its_own_distortion(digits):
