@@ -110,7 +110,6 @@ class Augmenter:
                 warp(part, points, self.side, out[start:start + CHUNK], scratch)
         return out
 
-
     def _scratch(self, n: int, dtype: np.dtype) -> Scratch | ShiftScratch:
         """Buffers for chunks of n images, kept from call to call, one set per thread:
         the feed calls once a block, and fresh buffers (11 MB) each time made its
