@@ -6,6 +6,7 @@ printed while a bar is open are written above it instead of through it.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import logging
@@ -18,6 +19,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 log = logging.getLogger("pipeline")
+PACE = 10           # epochs whose pace gives the time left
 
 
 def bars_wanted(stream: TextIO | None = None) -> bool:
@@ -48,8 +50,11 @@ class Epochs:
         self.epochs, self.members, self.desc = epochs, members, desc
         # `total`: every member's epochs, when one (a student) trains longer; `done`:
         # those a resumed run finished before it was stopped.
-        self.total, self.done, self.first = total or epochs * members, done, done
-        self.started = time.perf_counter()
+        self.total, self.done = total or epochs * members, done
+        # When the last PACE epochs ended (and training started): the time left goes
+        # at their pace, since a run's pace changes (members two at a time, then one
+        # alone, then a slower student).
+        self.ends = collections.deque([time.perf_counter()], maxlen=PACE + 1)
         stream = stream or sys.stdout
         if bars_wanted(stream):
             self.bar = tqdm(total=self.total, initial=done, desc=desc, unit="epoch",
@@ -68,8 +73,9 @@ class Epochs:
             self.bar.set_postfix_str(member + scores, refresh=False)
             self.bar.update(1)
             return
-        elapsed = time.perf_counter() - self.started
-        left = elapsed / (self.done - self.first) * (self.total - self.done)
+        self.ends.append(time.perf_counter())
+        pace = (self.ends[-1] - self.ends[0]) / (len(self.ends) - 1)     # s an epoch
+        left = pace * (self.total - self.done)
         lr = f"  lr {row['lr']:.2g}" if "lr" in row else ""
         log.info("%s: %sepoch %d/%d  %s%s  (%.1f s, %s left)", self.desc, member,
                  row["epoch"], row.get("of", self.epochs), scores, lr, row["seconds"],

@@ -46,6 +46,21 @@ def test_without_a_terminal_each_epoch_is_a_log_line_with_time_left(pipeline_log
     assert text[2].endswith("0 s left)")
 
 
+def test_the_time_left_goes_at_the_last_epochs_pace(pipeline_log, monkeypatch):
+    """20 epochs of 1 s, then 10 of 3 s (a slower student): 10 left take 30 s, not
+    the 17 s that the pace of the whole run so far would say."""
+    _, lines = pipeline_log
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
+    shown = progress.Epochs(40, stream=io.StringIO())
+    for epoch in range(1, 31):
+        clock[0] += 1.0 if epoch <= 20 else 3.0
+        shown({**ROW, "epoch": epoch})
+    text = lines.getvalue().splitlines()
+    assert text[19].endswith("(0.2 s, 20 s left)")       # 1 s an epoch, 20 to go
+    assert text[29].endswith("(0.2 s, 30 s left)")
+
+
 def test_members_are_counted_in_the_lines(pipeline_log):
     _, lines = pipeline_log
     shown = progress.Epochs(2, members=3, stream=io.StringIO())
