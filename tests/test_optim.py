@@ -99,3 +99,28 @@ def test_step_falls_back_to_numpy_for_other_arrays():
         RMSprop(q, lr=0.01).step_numpy(q, g)
         np.testing.assert_array_equal(p, q)
         assert p.dtype == q.dtype
+
+
+def test_a_step_numba_cannot_compile_leaves_numpy_to_it(monkeypatch):
+    """A compile error is a warning, then NumPy's step: training goes on, slower."""
+    numba = pytest.importorskip("numba")
+
+    def njit(**options):
+        def compile_(fn):
+            def call(*args):
+                raise numba.core.errors.TypingError("cannot type this")
+            return call
+        return compile_
+
+    monkeypatch.setattr(numba, "njit", njit)
+    optim._fused_step.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="NumPy's runs: cannot type this"):
+            assert optim._fused_step() is None
+        p, q = np.ones(5, np.float32), np.ones(5, np.float32)
+        g = np.linspace(-1, 1, 5).astype(np.float32)
+        RMSprop(p, lr=0.01).step(p, g)
+        RMSprop(q, lr=0.01).step_numpy(q, g)
+        np.testing.assert_array_equal(p, q)
+    finally:
+        optim._fused_step.cache_clear()
