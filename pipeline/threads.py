@@ -79,7 +79,9 @@ def together(jobs: list[Callable[[threading.Event], None]], stopping: str = "") 
     errors: list[BaseException] = []
     stop = threading.Event()
 
-    def guarded(job: Callable[[threading.Event], None]) -> None:
+    def guarded(job: Callable[[threading.Event], None], began: threading.Event,
+                ended: threading.Event) -> None:
+        began.set()
         try:
             job(stop)
         except Stopped:
@@ -87,19 +89,27 @@ def together(jobs: list[Callable[[threading.Event], None]], stopping: str = "") 
         except BaseException as exc:            # re-raised in the calling thread
             errors.append(exc)
             stop.set()
+        finally:
+            ended.set()
 
-    started: list[threading.Thread] = []
+    # (began, ended) of each job started. Not Thread.join: a Ctrl-C that lands in
+    # join can mark a thread that still runs as ended (CPython issue 90882, seen
+    # here on 3.11 in about one Ctrl-C of 150), and the wait after it then skipped it.
+    started: list[tuple[threading.Event, threading.Event]] = []
 
     def wait() -> None:
-        for thread in started:
-            while thread.is_alive():
-                thread.join(0.25)           # in short waits, so Ctrl-C is seen at once
+        for began, ended in started:
+            # A start that Ctrl-C cut short may not have launched its thread; one
+            # that did sets `began` at once.
+            if began.wait(5):
+                while not ended.wait(0.25):     # short waits, so Ctrl-C is seen at once
+                    pass
 
     try:
         for i, job in enumerate(jobs):
-            started.append(threading.Thread(target=guarded, args=(job,), name=f"job-{i}",
-                                            daemon=True))
-            started[-1].start()
+            started.append((threading.Event(), threading.Event()))
+            threading.Thread(target=guarded, args=(job, *started[-1]), name=f"job-{i}",
+                             daemon=True).start()
         wait()
     except BaseException:                   # Ctrl-C (KeyboardInterrupt) in this thread
         stop.set()

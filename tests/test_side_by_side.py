@@ -22,10 +22,11 @@ CFG = dict(hidden=16, epochs=3, batch_size=32, augment_rotate=5.0, members=3)
 FIT = train.fit
 
 
-def trained(data, tmp_path, monkeypatch, at_once, seen=None, **changes):
+def trained(data, tmp_path, monkeypatch, at_once, seen=None, meet=None, **changes):
     """train_networks on two cores with `at_once` members at a time, one BLAS thread
     each: (networks, history, the threads fit ran on and BLAS's threads there).
-    `seen`, if given, gets the member of each epoch shown."""
+    `seen`, if given, gets the member of each epoch shown; `meet`, a barrier that
+    each member waits at once its first epoch is shown."""
     from threadpoolctl import threadpool_limits
     monkeypatch.setattr(threads, "cores", lambda: 2)
     names = []
@@ -36,6 +37,8 @@ def trained(data, tmp_path, monkeypatch, at_once, seen=None, **changes):
             on_epoch(row)
             if seen is not None:
                 seen.append(row["member"])
+            if meet is not None and row["epoch"] == 1:
+                meet.wait()
         return FIT(*args, on_epoch=shown, **kwargs)
 
     monkeypatch.setattr(train, "fit", watched)
@@ -89,8 +92,12 @@ def test_a_stopped_side_by_side_run_resumes_both_members(data, tmp_path, monkeyp
 
     monkeypatch.setattr(checkpoint, "save", save_then_fail)
     shown = []
+    # Both members midway at once, however the threads are scheduled: on so few rows
+    # one member could otherwise finish before the other began.
+    both = threading.Barrier(2, timeout=30)
     with pytest.raises(OSError, match="disk gone"):
-        trained(data, tmp_path / "cut", monkeypatch, at_once=2, seen=shown, members=2)
+        trained(data, tmp_path / "cut", monkeypatch, at_once=2, seen=shown, meet=both,
+                members=2)
     saved = checkpoint.load(tmp_path / "cut" / "checkpoint.npz", "s")
     assert saved is not None and saved[0] == {} and sorted(saved[1]) == [0, 1]
     # Every epoch shown was saved: the member that was stopped finished its epoch first.
@@ -128,7 +135,9 @@ def test_ctrl_c_stops_every_job_at_its_next_chance_then_is_raised():
     ended = []
 
     def job(stop):
-        if stop.wait(5):
+        # Long enough for a loaded machine (a 5 s wait once timed out in a job while
+        # other runs kept both cores busy); a together that never stops still fails.
+        if stop.wait(60):
             ended.append(threading.current_thread().name)
             raise threads.Stopped
 
@@ -137,6 +146,32 @@ def test_ctrl_c_stops_every_job_at_its_next_chance_then_is_raised():
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         threading.Timer(0.1, _thread.interrupt_main).start()      # as Ctrl-C would
+        with pytest.raises(KeyboardInterrupt):
+            threads.together([job, job])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert sorted(ended) == ["job-0", "job-1"]
+
+
+def test_together_waits_for_the_jobs_not_for_what_threading_says(monkeypatch):
+    """A Ctrl-C that lands in Thread.join can mark a running thread as ended (CPython
+    issue 90882); together must wait for the jobs themselves, Ctrl-C or not."""
+    import _thread
+    import signal
+    monkeypatch.setattr(threading.Thread, "is_alive", lambda self: False)
+    ended = []
+
+    def job(stop):
+        stop.wait(0.3)                      # Ctrl-C comes after 0.1 s, or not at all
+        time.sleep(0.2)                     # then the job finishes writing, say
+        ended.append(threading.current_thread().name)
+
+    threads.together([job, job])
+    assert sorted(ended) == ["job-0", "job-1"]
+    ended.clear()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(0.1, _thread.interrupt_main).start()
         with pytest.raises(KeyboardInterrupt):
             threads.together([job, job])
     finally:
