@@ -108,9 +108,11 @@ class Feed:
         self._thread.start()
 
     def _wait(self, ready: Callable[[], bool]) -> None:
-        """Wait, holding _changed, until `ready()` or a thread failed; raise its error."""
-        self._changed.wait_for(lambda: self._error is not None or ready())
-        if self._error is not None:
+        """Wait, holding _changed, until `ready()`; raise a thread's error if that
+        never comes. An error making the next epoch does not stop this one: it is
+        raised when that epoch is read (and dropped if it never is)."""
+        self._changed.wait_for(lambda: ready() or self._error is not None)
+        if not ready():
             raise self._error
 
     def epoch(self, epoch: int, then: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +149,7 @@ class Feed:
                 self._stopping = True
                 self._changed.notify_all()
             self._thread.join()                   # it joins the one before
-            self._thread, self._stopping = None, False
+            self._thread, self._stopping, self._error = None, False, None
 
     def close(self) -> None:
         """Stop the threads (their work is dropped) and give BLAS its threads back,

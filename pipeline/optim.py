@@ -105,7 +105,9 @@ def _fused_step():
     """`RMSprop.step_numpy` as one loop compiled by numba, or None without numba.
 
     Imported on first use: numba takes about 0.3 s to import, and only training
-    needs it. Compiled once per machine (cache=True keeps it in __pycache__).
+    needs it. Compiled once per machine and kept in __pycache__ (or numba's cache
+    folder; with neither writable, compiled once per run). Any other failure is a
+    warning, and NumPy's step.
     `error_model="numpy"` lets a division by zero give inf as NumPy's does, rather
     than raise, which also lets LLVM vectorise the loop; without fastmath it keeps
     every rounding, so the bits match the NumPy step. nogil: ensemble members
@@ -116,10 +118,11 @@ def _fused_step():
         import numba
     except ImportError:
         return None
+    except Exception as exc:                # a broken install: llvmlite raises OSError
+        return _numpy_instead(exc)
     if numba.config.DISABLE_JIT:
         return None
 
-    @numba.njit(cache=True, nogil=True, error_model="numpy")
     def fused_step(p, g, s, lr, one_minus_decay, eps):     # all (P,) float32, in place
         for i in range(p.size):
             gi = g[i]
@@ -130,11 +133,19 @@ def _fused_step():
             s[i] = si
             p[i] -= gi / (np.sqrt(si) + eps) * lr
 
-    try:                    # compile (or load from the cache) now, not inside an epoch
-        one = np.ones(1, np.float32)
-        fused_step(one.copy(), one.copy(), one.copy(), *one.repeat(3))
-    except numba.core.errors.NumbaError as exc:
-        warnings.warn(f"numba could not compile RMSprop's step, so NumPy's runs: {exc}",
-                      RuntimeWarning, stacklevel=3)
-        return None
-    return fused_step
+    options = dict(nogil=True, error_model="numpy")
+    try:
+        try:
+            compiled = numba.njit(cache=True, **options)(fused_step)
+        except RuntimeError:                # no writable cache folder: compile each run
+            compiled = numba.njit(**options)(fused_step)
+        one = np.ones(1, np.float32)        # compile (or load the cache) now, not in an epoch
+        compiled(one.copy(), one.copy(), one.copy(), *one.repeat(3))
+    except Exception as exc:
+        return _numpy_instead(exc)
+    return compiled
+
+
+def _numpy_instead(exc: Exception) -> None:
+    warnings.warn(f"numba could not compile RMSprop's step, so NumPy's runs: {exc}",
+                  RuntimeWarning, stacklevel=4)

@@ -92,24 +92,26 @@ def together(jobs: list[Callable[[threading.Event], None]], stopping: str = "") 
         finally:
             ended.set()
 
-    # (began, ended) of each job started. Not Thread.join: a Ctrl-C that lands in
-    # join can mark a thread that still runs as ended (CPython issue 90882, seen
-    # here on 3.11 in about one Ctrl-C of 150), and the wait after it then skipped it.
-    started: list[tuple[threading.Event, threading.Event]] = []
+    # [began, ended, start returned] of each job started. Not Thread.join: a Ctrl-C
+    # that lands in join can mark a thread that still runs as ended (CPython issue
+    # 90882, seen here on 3.11 in about one Ctrl-C of 150), and the wait after it
+    # then skipped it.
+    started: list[list] = []
 
     def wait() -> None:
-        for began, ended in started:
+        for began, ended, returned in started:
             # A start that Ctrl-C cut short may not have launched its thread; one
             # that did sets `began` at once.
-            if began.wait(5):
+            if returned or began.wait(5):
                 while not ended.wait(0.25):     # short waits, so Ctrl-C is seen at once
                     pass
 
     try:
         for i, job in enumerate(jobs):
-            started.append((threading.Event(), threading.Event()))
-            threading.Thread(target=guarded, args=(job, *started[-1]), name=f"job-{i}",
+            started.append([threading.Event(), threading.Event(), False])
+            threading.Thread(target=guarded, args=(job, *started[-1][:2]), name=f"job-{i}",
                              daemon=True).start()
+            started[-1][2] = True
         wait()
     except BaseException:                   # Ctrl-C (KeyboardInterrupt) in this thread
         stop.set()

@@ -91,6 +91,28 @@ def test_an_error_on_the_thread_reaches_the_caller(images):
             feed.rows(0, len(images))
 
 
+def test_an_error_making_the_next_epoch_lets_this_one_finish(images, small_chunks):
+    """Epoch 1 is read to its end (and so can be saved) though epoch 2 failed behind
+    it; the error comes when epoch 2's rows are read."""
+    augment = Augmenter(SIDE, shift=1.0)
+    calls = []
+
+    def fails_in_epoch_two(batch, rng, out):
+        calls.append(1)
+        if len(calls) > 4:                                # epoch 1 is 4 blocks of 16
+            raise ValueError("distortion failed")
+        return augment(batch, rng, out=out)
+
+    with Feed(images, fails_in_epoch_two, seed=1, ahead=True, block=16) as feed:
+        feed.epoch(1, 2)
+        for start in range(0, len(images), 8):
+            feed.rows(start, start + 8)
+            time.sleep(0.01)                              # epoch 2's thread fails meanwhile
+        feed.epoch(2, 3)
+        with pytest.raises(ValueError, match="distortion failed"):
+            feed.rows(0, 8)
+
+
 def test_closing_stops_a_thread_that_waits_for_rows(images):
     augment = Augmenter(SIDE, shift=1.0)
     with Feed(images, augment, seed=3, ahead=True) as feed:

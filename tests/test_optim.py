@@ -1,4 +1,6 @@
 """One RMSprop step against numbers worked out by hand."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -117,6 +119,32 @@ def test_a_step_numba_cannot_compile_leaves_numpy_to_it(monkeypatch):
     try:
         with pytest.warns(RuntimeWarning, match="NumPy's runs: cannot type this"):
             assert optim._fused_step() is None
+        p, q = np.ones(5, np.float32), np.ones(5, np.float32)
+        g = np.linspace(-1, 1, 5).astype(np.float32)
+        RMSprop(p, lr=0.01).step(p, g)
+        RMSprop(q, lr=0.01).step_numpy(q, g)
+        np.testing.assert_array_equal(p, q)
+    finally:
+        optim._fused_step.cache_clear()
+
+
+def test_without_a_cache_folder_the_step_is_compiled_each_run(monkeypatch):
+    """numba raises at decoration when no cache folder is writable (a read-only
+    install): the step is then compiled without one, not left to NumPy."""
+    numba = pytest.importorskip("numba")
+    njit = numba.njit
+
+    def no_cache_folder(cache=False, **options):
+        if cache:
+            raise RuntimeError("cannot cache function 'fused_step': no locator available")
+        return njit(**options)
+
+    monkeypatch.setattr(numba, "njit", no_cache_folder)
+    optim._fused_step.cache_clear()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")                # no warning: it compiled
+            assert optim._fused_step() is not None
         p, q = np.ones(5, np.float32), np.ones(5, np.float32)
         g = np.linspace(-1, 1, 5).astype(np.float32)
         RMSprop(p, lr=0.01).step(p, g)
