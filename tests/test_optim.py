@@ -92,15 +92,20 @@ def test_compiled_step_gives_the_numpy_steps_bits():
     assert a.steps == b.steps == 320 and optim.count_subnormal(pa) == 0
 
 
+def assert_step_is_numpys(p: np.ndarray) -> None:
+    """`step` on p and `step_numpy` on a copy give the same values and dtype."""
+    q = p.copy()
+    g = np.linspace(-1, 1, len(p)).astype(p.dtype)
+    RMSprop(p, lr=0.01).step(p, g)
+    RMSprop(q, lr=0.01).step_numpy(q, g)
+    np.testing.assert_array_equal(p, q)
+    assert p.dtype == q.dtype
+
+
 def test_step_falls_back_to_numpy_for_other_arrays():
     """float64 or strided arrays take the NumPy step, with the same result as it."""
     for p in (np.ones(6), np.ones(12, np.float32)[::2]):
-        q = p.copy()
-        g = np.linspace(-1, 1, 6).astype(p.dtype)
-        RMSprop(p, lr=0.01).step(p, g)
-        RMSprop(q, lr=0.01).step_numpy(q, g)
-        np.testing.assert_array_equal(p, q)
-        assert p.dtype == q.dtype
+        assert_step_is_numpys(p)
 
 
 def test_a_step_numba_cannot_compile_leaves_numpy_to_it(monkeypatch):
@@ -119,11 +124,7 @@ def test_a_step_numba_cannot_compile_leaves_numpy_to_it(monkeypatch):
     try:
         with pytest.warns(RuntimeWarning, match="NumPy's runs: cannot type this"):
             assert optim._fused_step() is None
-        p, q = np.ones(5, np.float32), np.ones(5, np.float32)
-        g = np.linspace(-1, 1, 5).astype(np.float32)
-        RMSprop(p, lr=0.01).step(p, g)
-        RMSprop(q, lr=0.01).step_numpy(q, g)
-        np.testing.assert_array_equal(p, q)
+        assert_step_is_numpys(np.ones(5, np.float32))
     finally:
         optim._fused_step.cache_clear()
 
@@ -145,10 +146,6 @@ def test_without_a_cache_folder_the_step_is_compiled_each_run(monkeypatch):
         with warnings.catch_warnings():
             warnings.simplefilter("error")                # no warning: it compiled
             assert optim._fused_step() is not None
-        p, q = np.ones(5, np.float32), np.ones(5, np.float32)
-        g = np.linspace(-1, 1, 5).astype(np.float32)
-        RMSprop(p, lr=0.01).step(p, g)
-        RMSprop(q, lr=0.01).step_numpy(q, g)
-        np.testing.assert_array_equal(p, q)
+        assert_step_is_numpys(np.ones(5, np.float32))
     finally:
         optim._fused_step.cache_clear()
