@@ -35,15 +35,15 @@ BLOCK = 4096        # rows the feed makes at a time; a multiple of augment.CHUNK
 class Feed:
     """Epoch e's rows of X (N, D), in a new order and through `augment`.
 
-    `epoch(e, then)` returns (order (N,), images (N, D)), with images[i] the
-    distorted X[order[i]], and when `then` is given starts making that epoch's on a
-    background thread (`ahead`, by default when there are two cores or more) or
-    leaves it for later: the images are the same. Read them through
-    `rows(start, stop)`, in order: it waits until the feed has written them, and
-    hands rows before `start` back to the feed, which writes epoch `then`'s images
-    over them, a block at a time. So one buffer of X's size serves both epochs
+    `epoch(e, then)` returns epoch e's order (N,), and when `then` is given starts
+    making that epoch's images on a background thread (`ahead`, by default when
+    there are two cores or more) or leaves it for later: the images are the same.
+    Read them through `rows(start, stop)`, in order: rows[i] is the distorted
+    X[order[start + i]]. It waits until the feed has written them, and hands rows
+    before `start` back to the feed, which writes epoch `then`'s images over them, a
+    block at a time. So one buffer of X's size (`images`, (N, D)) serves both epochs
     (118 MB on Kaggle's data, where two buffers took twice that), and the feed trails
-    the reader through the buffer. Use the feed in a `with`: inside, BLAS has at most
+    the reader through it. Use the feed in a `with`: inside, BLAS has at most
     one thread fewer than cores when it works ahead, and the end stops the thread.
     """
 
@@ -51,7 +51,7 @@ class Feed:
                  ahead: bool | None = None, block: int = BLOCK):
         self.X, self.augment, self.seed, self.block = X, augment, seed, block
         self.ahead = threads.cores() > 1 if ahead is None else ahead
-        self._images = np.empty_like(X)
+        self.images = np.empty_like(X)     # read it through `rows`
         # Guarded by _changed: the epoch being read and how many of its rows are
         # handed back; the epoch being written and how many of its rows are done;
         # each epoch's order once drawn; the first error on a thread.
@@ -81,7 +81,7 @@ class Feed:
                                            or self._reading[1] >= stop)
                     if self._stopping:
                         return
-            out = self._images[start:stop]
+            out = self.images[start:stop]
             np.take(self.X, order[start:stop], axis=0, out=out)
             # The epoch's stream goes on from block to block: the same draws as one call.
             self.augment(out, rng, out=out)
@@ -115,8 +115,9 @@ class Feed:
         if not ready():
             raise self._error
 
-    def epoch(self, epoch: int, then: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(order (N,), images (N, D)) of `epoch`; then starts on epoch `then` (> epoch)."""
+    def epoch(self, epoch: int, then: int | None = None) -> np.ndarray:
+        """The order (N,) of `epoch`, whose rows come next; then starts on epoch
+        `then` (> epoch)."""
         with self._changed:
             self._reading = (epoch, 0)           # every row of the last epoch is handed back
             self._changed.notify_all()
@@ -129,7 +130,7 @@ class Feed:
         order = self._orders[epoch]
         if then is not None and self.ahead:
             self._start(then, after=epoch)
-        return order, self._images
+        return order
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """images[start:stop] of the epoch being read, once written; hands back the
@@ -140,7 +141,7 @@ class Feed:
             self._changed.notify_all()
             self._wait(lambda: self._written[0] > epoch
                        or (self._written[0] == epoch and self._written[1] >= stop))
-        return self._images[start:stop]
+        return self.images[start:stop]
 
     def close_thread(self) -> None:
         """Stop the feed's threads, if any run, and drop their work."""

@@ -136,7 +136,7 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg:
             start_time = time.perf_counter()
             if feed is not None:
                 # (N,): feed.rows(i, j) are X[order[i:j]], distorted
-                order, _ = feed.epoch(epoch, epoch + 1 if epoch < cfg.epochs else None)
+                order = feed.epoch(epoch, epoch + 1 if epoch < cfg.epochs else None)
                 if teacher is not None:
                     targets = teacher(feed.rows(0, n))
             else:

@@ -43,7 +43,7 @@ def test_each_epoch_is_its_own_stream_made_ahead_or_not(images, small_chunks, ah
     augment = Augmenter(SIDE, shift=1.0, rotate=10.0)
     with Feed(images, augment, seed=5, ahead=ahead, block=16) as feed:
         for epoch in range(1, 5):
-            order, _ = feed.epoch(epoch, epoch + 1)
+            order = feed.epoch(epoch, epoch + 1)
             want_order, want = expected(images, augment, 5, epoch)
             np.testing.assert_array_equal(order, want_order)
             np.testing.assert_array_equal(read(feed, len(images)), want)
@@ -54,7 +54,8 @@ def test_the_next_epoch_overwrites_only_rows_handed_back(images, small_chunks):
     next epoch's images, a block at a time; rows still to be read stay as they were."""
     augment = Augmenter(SIDE, shift=1.0)
     with Feed(images, augment, seed=3, ahead=True, block=16) as feed:
-        _, shown = feed.epoch(1, 2)
+        feed.epoch(1, 2)
+        shown = feed.images
         before = read(feed, 40)                           # rows 0-39 read, 0-34 handed back
         _, after_two = expected(images, augment, 3, 2)
         deadline = time.monotonic() + 10
@@ -68,10 +69,10 @@ def test_the_next_epoch_overwrites_only_rows_handed_back(images, small_chunks):
 def test_epochs_differ_and_a_resumed_feed_starts_anywhere(images):
     augment = Augmenter(SIDE, shift=1.0)
     with Feed(images, augment, seed=5) as feed:
-        first = [feed.epoch(e, e + 1)[0].copy() for e in (1, 2)]
+        first = [feed.epoch(e, e + 1).copy() for e in (1, 2)]
     assert not np.array_equal(*first)
     with Feed(images, augment, seed=5) as resumed:      # as after a checkpoint at epoch 1
-        np.testing.assert_array_equal(resumed.epoch(2)[0], first[1])
+        np.testing.assert_array_equal(resumed.epoch(2), first[1])
 
 
 def test_an_error_on_the_thread_reaches_the_caller(images):
@@ -116,7 +117,8 @@ def test_an_error_making_the_next_epoch_lets_this_one_finish(images, small_chunk
 def test_closing_stops_a_thread_that_waits_for_rows(images):
     augment = Augmenter(SIDE, shift=1.0)
     with Feed(images, augment, seed=3, ahead=True) as feed:
-        _, shown = feed.epoch(1, 2)
+        feed.epoch(1, 2)
+        shown = feed.images
         before = shown.copy()
         feed.close()                       # nothing was handed back: epoch 2 was not begun
         np.testing.assert_array_equal(shown, before)
