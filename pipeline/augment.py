@@ -1,4 +1,5 @@
-"""Random distortions of digit images, a whole batch at a time. NumPy only, no I/O.
+"""Random distortions of digit images, a whole batch at a time. NumPy, and numba for
+shifts made as training takes its batches (`Augmenter.take`); no I/O.
 
 Each output pixel p of an image samples that image, bilinearly, at the point
     A p + t + alpha * d(p)
@@ -9,9 +10,12 @@ outside the image read zero. Images are rows (N, side*side) of a square side.
 """
 from __future__ import annotations
 
+import functools
 import threading
 
 import numpy as np
+
+from pipeline import jit
 
 CHUNK = 256         # images per pass: each temporary (0.8 MB) stays in a 1-2 MB L2 cache
 
@@ -72,6 +76,30 @@ class Augmenter:
     def shift_only(self) -> bool:
         """True when the only distortion is a shift, which `translate` does faster."""
         return not any((self.rotate, self.scale, self.shear, self.elastic_alpha))
+
+    @property
+    def in_line(self) -> bool:
+        """True when `take` shifts rows as they are taken, in one compiled pass (shifts
+        alone, with numba): fast enough to need no thread of its own (pipeline/feed.py)."""
+        return self.active and self.shift_only and _shift_kernel() is not None
+
+    def draw_shifts(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """The shifts (2, n), x then y, that a call on n images draws from rng."""
+        return np.concatenate([rng.uniform(-self.shift, self.shift, (2, min(CHUNK, n - start)))
+                               for start in range(0, n, CHUNK)], axis=1)
+
+    def take(self, X: np.ndarray, rows: np.ndarray, shifts: np.ndarray,
+             out: np.ndarray) -> np.ndarray:
+        """X[rows] (B, side*side) translated by shifts (2, B), into `out`: the same
+        bits as `translate`, in one compiled pass without the copy of the rows
+        when it can."""
+        kernel = _shift_kernel()
+        margin = int(np.ceil(self.shift))
+        if kernel is None or not _fusable(X, out):
+            np.take(X, rows, axis=0, out=out)
+            return translate(out, shifts, self.side, out, self._scratch(len(out), out.dtype))
+        return kernel(X, np.asarray(rows, np.intp), np.asarray(shifts, np.float64), out,
+                      self.side, margin)
 
     def sample_points(self, n: int, rng: np.random.Generator,
                       out: np.ndarray | None = None) -> np.ndarray:
@@ -227,6 +255,7 @@ def translate(images: np.ndarray, shifts: np.ndarray, side: int,
     scratch = scratch or ShiftScratch(n, side, int(np.ceil(np.abs(shifts).max())), images.dtype)
     m, wide = scratch.margin, scratch.wide
     offsets = np.arange(-m, m + 1)
+    # (2, N, 2m + 1): hat(shift - o) for each offset o
     weights = np.maximum(0, 1 - np.abs(shifts[:, :, None] - offsets)).astype(images.dtype)
     framed = scratch.moved(scratch.framed, 0, n).reshape(n, wide, wide)
     framed[:, m:m + side, m:m + side] = images.reshape(n, side, side)   # zero margins
@@ -247,3 +276,52 @@ def translate(images: np.ndarray, shifts: np.ndarray, side: int,
     field.shape = (n, side, side)          # a view of out, or an error, never a copy
     field[:] = scratch.along_y[:n].reshape(n, wide, wide)[:, m:m + side, m:m + side]
     return out
+
+
+def _shift_loop(X, rows, shifts, out, side, margin):
+    """out[b] = X[rows[b]] translated by shifts[:, b], as `translate` computes it,
+    operation for operation: for one image, in its own frame of zeros, the pass
+    along x then the pass along y, each a sum over offsets -m..m in that order.
+    X (N, side*side) and out (B, side*side) float32, rows (B,), shifts (2, B)
+    float64, margin m at least the ceiling of the largest shift."""
+    m, taps, wide = margin, 2 * margin + 1, side + 2 * margin
+    frame = np.zeros((wide, wide), np.float32)       # the image, m zeros around it
+    along_x = np.zeros((wide, side), np.float32)     # rows beyond the image stay zero
+    w = np.empty((2, taps), np.float32)
+    for b in range(rows.size):
+        for axis in range(2):
+            for k in range(taps):                    # hat(shift - o), rounded as NumPy does
+                w[axis, k] = max(0.0, 1.0 - abs(shifts[axis, b] - (k - m)))
+        image = X[rows[b]]
+        for r in range(side):
+            for c in range(side):
+                frame[m + r, m + c] = image[r * side + c]
+        for r in range(m, m + side):
+            for c in range(side):
+                along_x[r, c] = frame[r, c] * w[0, 0]
+            for k in range(1, taps):
+                for c in range(side):
+                    along_x[r, c] += frame[r, c + k] * w[0, k]
+        for r in range(side):
+            for c in range(side):
+                out[b, r * side + c] = along_x[r, c] * w[1, 0]
+            for k in range(1, taps):
+                for c in range(side):
+                    out[b, r * side + c] += along_x[r + k, c] * w[1, k]
+    return out
+
+
+def _fusable(X: np.ndarray, out: np.ndarray) -> bool:
+    """Whether `_shift_loop` compiled can read X and write out: float32, C-contiguous."""
+    return all(a.dtype == np.float32 and a.ndim == 2 and a.flags.c_contiguous for a in (X, out))
+
+
+@functools.cache
+def _shift_kernel():
+    """`_shift_loop` compiled (pipeline/jit.py), or None: then `take` copies the rows
+    and calls `translate`. Compiled for the arrays training passes: a slice of the
+    epoch's shifts (2, N) is not contiguous."""
+    X, out = np.zeros((2, 4), np.float32), np.empty((1, 4), np.float32)
+    shifts = np.zeros((2, 2))[:, :1]
+    return jit.compile(_shift_loop, (X, np.zeros(1, np.intp), shifts, out, 2, 1),
+                       "the shifts")

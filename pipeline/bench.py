@@ -356,12 +356,20 @@ def distorted(cfg: Train, like: Train) -> Train:
 
 
 def augment_epoch(X: np.ndarray, distort: Augmenter, rng: np.random.Generator,
-                  out: np.ndarray) -> float:
+                  out: np.ndarray, batch: int) -> float:
     """Seconds for an epoch's augmentation on one core, by itself: the shuffled copy
-    of the rows and their distortion."""
+    of the rows and their distortion, as fit makes them (shifts alone: batch by
+    batch, as they are taken)."""
     started = time.perf_counter()
-    np.take(X, rng.permutation(len(X)), axis=0, out=out)
-    distort(out, rng, out=out)
+    order = rng.permutation(len(X))
+    if distort.in_line:
+        shifts = distort.draw_shifts(len(X), rng)
+        for start in range(0, len(X), batch):
+            rows = order[start:start + batch]
+            distort.take(X, rows, shifts[:, start:start + batch], out[:len(rows)])
+    else:
+        np.take(X, order, axis=0, out=out)
+        distort(out, rng, out=out)
     return time.perf_counter() - started
 
 
@@ -394,7 +402,7 @@ def time_training(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.nda
         time.sleep(PAUSE)
         took["matmul"] = matmul_epoch(X, X_val, init, hp.batch_size)
         for name, distort in distortions.items():
-            took[name] = augment_epoch(X, distort, aug_rng, scratch)
+            took[name] = augment_epoch(X, distort, aug_rng, scratch, hp.batch_size)
         for mode, net in contenders.items():
             time.sleep(PAUSE)
             took[mode] = net.epoch(X, y, X_val, y_val, hp.batch_size, torch_rng,
@@ -429,7 +437,8 @@ def time_augmented(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.nd
                    rounds: int, epochs: int = 3) -> None:
     """Print what each distortion of `likes` adds to a `train.fit` epoch, as the
     pipeline trains: fit makes each epoch's images ahead on a second thread
-    (pipeline/feed.py), so the cost is what that does not hide. Short fits, plain
+    (pipeline/feed.py), so the cost is what that does not hide, or shifts alone
+    batch by batch as it takes them. Short fits, plain
     and distorted by turns, so that load hits them alike; the first epoch of each
     (made before training starts, nothing to hide it) is left out. `alone` holds
     the seconds of each distortion on one core by itself, for the detail."""
@@ -562,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         del images, test_images
 
         best = Train.of(params_mod.load(ROOT / "params-best.yaml"))
-        # Shifts alone take augment.translate's path; params.yaml also rotates.
+        # Shifts alone are made in line (feed.InLine); params.yaml also rotates.
         likes = {"shifts (params.yaml's)": dataclasses.replace(
                      hp, augment_shift=default.augment_shift),
                  "distortions (params.yaml)": default,

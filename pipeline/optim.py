@@ -9,9 +9,10 @@ makes one, 3.5 times faster, and a two-thread training epoch takes 15% less.
 from __future__ import annotations
 
 import functools
-import warnings
 
 import numpy as np
+
+from pipeline import jit
 
 TINY = np.finfo(np.float32).tiny    # 1.18e-38, the smallest normal float32
 FLUSH_EVERY = 32                    # steps between flushes of subnormal values
@@ -100,52 +101,21 @@ def _fusable(*arrays: np.ndarray) -> bool:
                for a in arrays)
 
 
+def _step_loop(p, g, s, lr, one_minus_decay, eps):    # all (P,) float32, in place
+    """`RMSprop.step_numpy` as one loop over the values, for numba to compile."""
+    for i in range(p.size):
+        gi = g[i]
+        t = gi * gi
+        t -= s[i]
+        t *= one_minus_decay
+        si = s[i] + t                                    # the running average
+        s[i] = si
+        p[i] -= gi / (np.sqrt(si) + eps) * lr
+
+
 @functools.cache
 def _fused_step():
-    """`RMSprop.step_numpy` as one loop compiled by numba, or None without numba.
-
-    Imported on first use: numba takes about 0.3 s to import, and only training
-    needs it. Compiled once per machine and kept in __pycache__ (or numba's cache
-    folder; with neither writable, compiled once per run). Any other failure is a
-    warning, and NumPy's step.
-    `error_model="numpy"` lets a division by zero give inf as NumPy's does, rather
-    than raise, which also lets LLVM vectorise the loop; without fastmath it keeps
-    every rounding, so the bits match the NumPy step. nogil: ensemble members
-    train side by side in threads. NUMBA_DISABLE_JIT would run the loop in Python,
-    far slower than NumPy, so then NumPy it is.
-    """
-    try:
-        import numba
-    except ImportError:
-        return None
-    except Exception as exc:                # a broken install: llvmlite raises OSError
-        return _numpy_instead(exc)
-    if numba.config.DISABLE_JIT:
-        return None
-
-    def fused_step(p, g, s, lr, one_minus_decay, eps):     # all (P,) float32, in place
-        for i in range(p.size):
-            gi = g[i]
-            t = gi * gi
-            t -= s[i]
-            t *= one_minus_decay
-            si = s[i] + t                                    # the running average
-            s[i] = si
-            p[i] -= gi / (np.sqrt(si) + eps) * lr
-
-    options = dict(nogil=True, error_model="numpy")
-    try:
-        try:
-            compiled = numba.njit(cache=True, **options)(fused_step)
-        except RuntimeError:                # no writable cache folder: compile each run
-            compiled = numba.njit(**options)(fused_step)
-        one = np.ones(1, np.float32)        # compile (or load the cache) now, not in an epoch
-        compiled(one.copy(), one.copy(), one.copy(), *one.repeat(3))
-    except Exception as exc:
-        return _numpy_instead(exc)
-    return compiled
-
-
-def _numpy_instead(exc: Exception) -> None:
-    warnings.warn(f"numba could not compile RMSprop's step, so NumPy's runs: {exc}",
-                  RuntimeWarning, stacklevel=4)
+    """`_step_loop` compiled (pipeline/jit.py), or None: then NumPy's step runs."""
+    one = np.ones(1, np.float32)
+    return jit.compile(_step_loop, (one.copy(), one.copy(), one.copy(), *one.repeat(3)),
+                       "RMSprop's step")

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import sample_rows
-from pipeline.augment import Augmenter, smoothing_basis, translate, warp
+from pipeline import augment as augment_module
+from pipeline.augment import CHUNK, Augmenter, smoothing_basis, translate, warp
 
 SIDE = 28
 EVERYTHING = dict(shift=2, rotate=15, scale=0.15, shear=10, elastic_alpha=34, elastic_sigma=4)
@@ -131,6 +132,48 @@ def test_translate_is_warp_on_a_shifted_grid(digits, limit):
     points = grid(len(digits)) + shifts[:, :, None].astype(np.float32)
     np.testing.assert_allclose(translate(digits, shifts, SIDE), warp(digits, points, SIDE),
                                atol=2e-6)
+
+
+@pytest.mark.parametrize("limit", [0.4, 1.0, 1.5, 3.0])
+def test_take_shifts_rows_as_translate_does_to_the_bit(digits, limit):
+    """`take` gathers and shifts in one compiled pass: the same values as the rows
+    copied then translated, past the edges and on pixels of every size (subnormal,
+    huge, inf) too, whatever the margin."""
+    assert augment_module._shift_kernel() is not None, "numba is in requirements.txt"
+    X = np.concatenate([digits, np.full((1, SIDE * SIDE), 3e38, np.float32)])
+    X[0, ::7], X[1, ::5], X[2, 400] = 1e-39, 7e37, np.inf
+    rng = np.random.default_rng(2)
+    rows = rng.integers(0, len(X), 300)
+    shifts = rng.uniform(-limit, limit, (2, 300))
+    shifts[:, :4] = [[0.0, limit, -limit, 0.5], [0.0, -limit, limit, 0.25]]
+    taken = Augmenter(SIDE, shift=limit).take(X, rows, shifts,
+                                              np.empty((300, SIDE * SIDE), np.float32))
+    with np.errstate(invalid="ignore"):                             # inf * 0 in the sums
+        wanted = translate(X[rows], shifts, SIDE)
+    np.testing.assert_array_equal(taken.view(np.uint32), wanted.view(np.uint32))
+
+
+def test_take_draws_and_shifts_as_a_call_does(digits):
+    """draw_shifts then take, batch by batch, give what one call on the rows gives
+    (chunk by chunk from the same stream), in NumPy as compiled."""
+    augment = Augmenter(SIDE, shift=1.5)
+    rows = np.random.default_rng(0).integers(0, len(digits), 2 * CHUNK + 37)
+    shifts = augment.draw_shifts(len(rows), np.random.default_rng(9))
+    for X in (digits, digits.astype(np.float64)):                  # compiled, then NumPy's
+        whole = augment(X[rows], np.random.default_rng(9))
+        out = np.empty((len(rows), SIDE * SIDE), X.dtype)
+        for start in range(0, len(rows), 100):
+            augment.take(X, rows[start:start + 100], shifts[:, start:start + 100],
+                         out[start:start + 100])
+        np.testing.assert_array_equal(out, whole)
+
+
+def test_shifts_alone_are_made_in_line_with_numba_only(monkeypatch):
+    assert Augmenter(SIDE, shift=1.0).in_line
+    assert not Augmenter(SIDE, shift=1.0, rotate=5.0).in_line
+    assert not Augmenter(SIDE).in_line
+    monkeypatch.setattr(augment_module, "_shift_kernel", lambda: None)   # no numba
+    assert not Augmenter(SIDE, shift=1.0).in_line
 
 
 def test_shifts_move_images_on_both_axes_with_their_spread(digits):

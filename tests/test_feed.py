@@ -8,7 +8,7 @@ import pytest
 from conftest import train_settings
 from pipeline import augment as augment_module, threads
 from pipeline.augment import Augmenter
-from pipeline.feed import Feed, epoch_rng
+from pipeline.feed import Feed, InLine, epoch_rng
 
 SIDE = 8
 
@@ -123,6 +123,50 @@ def test_closing_stops_a_thread_that_waits_for_rows(images):
         feed.close()                       # nothing was handed back: epoch 2 was not begun
         np.testing.assert_array_equal(shown, before)
         assert not [t for t in threading.enumerate() if t.name.startswith("feed-")]
+
+
+def test_shifts_made_in_line_are_the_feeds(images, small_chunks):
+    """InLine shifts each batch as it is read: the images a feed makes, epoch by epoch."""
+    augment = Augmenter(SIDE, shift=1.5)
+    with Feed(images, augment, seed=4, ahead=True, block=16) as feed, \
+            InLine(images, augment, seed=4) as in_line:
+        for epoch in range(1, 4):
+            np.testing.assert_array_equal(in_line.epoch(epoch, epoch + 1),
+                                          feed.epoch(epoch, epoch + 1))
+            np.testing.assert_array_equal(read(in_line, len(images)), read(feed, len(images)))
+        np.testing.assert_array_equal(in_line.rows(0, len(images)),
+                                      expected(images, augment, 4, 3)[1])
+
+
+def test_fit_shifts_in_line_or_through_a_feed_to_the_same_weights(monkeypatch):
+    """Shifts alone take InLine's path, with numba; without, the feed's. At one BLAS
+    thread either way, the weights are the same."""
+    from threadpoolctl import threadpool_limits
+
+    from pipeline import train
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((200, 784), dtype=np.float32), rng.integers(0, 10, 200)
+    cfg = train_settings(hidden=16, epochs=3, batch_size=32, augment_shift=1.5,
+                         augment_rotate=0.0)
+    made = []
+
+    def fitted():
+        with threadpool_limits(1, user_api="blas"), monkeypatch.context() as patch:
+            patch.setattr(InLine, "rows", lambda self, *a: made.append(1) or real(self, *a))
+            params, _ = train.fit(X[:160], y[:160], X[160:], y[160:], cfg,
+                                  rng=np.random.default_rng(0), feed_ahead=False)
+        return params
+
+    real = InLine.rows
+    in_line = fitted()
+    assert made, "shifts alone are made in line"
+    monkeypatch.setattr(augment_module, "_shift_kernel", lambda: None)
+    made.clear()
+    through_feed = fitted()
+    assert not made
+    for name in in_line:
+        np.testing.assert_array_equal(in_line[name], through_feed[name])
 
 
 def test_fit_ends_with_the_same_weights_with_the_feed_ahead_or_not(monkeypatch):

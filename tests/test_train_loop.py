@@ -93,7 +93,8 @@ def row_indices(epoch, index: dict) -> np.ndarray:
 
 class Unchanged(Augmenter):
     """An augmenter whose 'distortion' leaves images as they are, so that rows stay
-    recognisable on fit's augmented path."""
+    recognisable on fit's augmented path: made by a feed."""
+    in_line = False
 
     def __init__(self):
         super().__init__(SIDE, shift=1.0)
@@ -102,6 +103,14 @@ class Unchanged(Augmenter):
         out = np.empty_like(images) if out is None else out
         out[...] = images
         return out
+
+
+class UnchangedInLine(Unchanged):
+    """The same, taken batch by batch as shifts alone are (feed.InLine)."""
+    in_line = True
+
+    def take(self, X, rows, shifts, out):
+        return np.take(X, rows, axis=0, out=out)
 
 
 class Recording(Augmenter):
@@ -120,7 +129,7 @@ class Recording(Augmenter):
         return result
 
 
-AUGMENT = {"plain": None, "augmented": Unchanged}
+AUGMENT = {"plain": None, "augmented": Unchanged, "in line": UnchangedInLine}
 
 
 @pytest.mark.parametrize("augment", AUGMENT)
