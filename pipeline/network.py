@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 PARAM_NAMES = ("W1", "b1", "W2", "b2")
+PACKED = ("W1", "W2", "b1", "b2")   # `pack`'s order: the penalised weights first
 
 
 def init_params(rng: np.random.Generator, n_in: int = 784, n_hidden: int = 256,
@@ -29,14 +30,20 @@ def init_params(rng: np.random.Generator, n_in: int = 784, n_hidden: int = 256,
 
 
 def pack(params: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Copy `params` into one contiguous float32 buffer (P,), in PARAM_NAMES order.
+    """Copy `params` into one contiguous float32 buffer (P,), in PACKED order: W1 and
+    W2 make its first `penalised(params)` values, the ones the L2 term covers.
 
     Returns (buffer, views): `views` has the keys and shapes of `params` and shares
     the buffer's memory, so an update of the buffer updates every parameter, with
     one NumPy call per operation instead of one per array.
     """
-    flat = np.concatenate([params[k].ravel() for k in PARAM_NAMES]).astype(np.float32)
+    flat = np.concatenate([params[k].ravel() for k in PACKED]).astype(np.float32)
     return flat, views(flat, {k: v.shape for k, v in params.items()})
+
+
+def penalised(params: dict[str, np.ndarray]) -> int:
+    """How many values the L2 penalty covers: those of W1 and W2."""
+    return params["W1"].size + params["W2"].size
 
 
 def shapes(n_in: int = 784, n_hidden: int = 256, n_out: int = 10) -> dict[str, tuple]:
@@ -47,7 +54,7 @@ def shapes(n_in: int = 784, n_hidden: int = 256, n_out: int = 10) -> dict[str, t
 def views(flat: np.ndarray, shape: dict[str, tuple]) -> dict[str, np.ndarray]:
     """Views into a buffer that `pack` made (or a copy of one), with these shapes."""
     out, start = {}, 0
-    for k in PARAM_NAMES:
+    for k in PACKED:
         size = int(np.prod(shape[k]))
         out[k] = flat[start:start + size].reshape(shape[k])
         start += size
@@ -114,7 +121,8 @@ def backward(params: dict, X: np.ndarray, h: np.ndarray, probs: np.ndarray, y: n
              temperature: float = 1.0, weight: float = 0.0) -> dict[str, np.ndarray]:
     """Gradients of `loss` with respect to each parameter, for the batch that
     `forward` turned into (probs, h), and the same distillation options. `probs`
-    is overwritten. Pass last step's `grads` to reuse its buffers."""
+    is overwritten. Pass last step's `grads` to reuse its buffers. l2 = 0 skips the
+    penalty's term, for an optimizer that adds it itself (optim.RMSprop's l2)."""
     if grads is None:
         grads = {k: np.empty_like(v) for k, v in params.items()}
     n = len(y)
@@ -135,12 +143,14 @@ def backward(params: dict, X: np.ndarray, h: np.ndarray, probs: np.ndarray, y: n
         dz += soft
     dz *= np.float32(1.0 / n)                      # the loss is a mean over the batch
     np.matmul(h.T, dz, out=grads["W2"])            # (H, 10)
-    grads["W2"] += l2 * params["W2"]
+    if l2:
+        grads["W2"] += l2 * params["W2"]
     np.sum(dz, axis=0, out=grads["b2"])
     dh = dz @ params["W2"].T                       # (N, H)
     dh *= h > 0                                    # ReLU passes gradient where it was active
     np.matmul(X.T, dh, out=grads["W1"])            # (784, H); no gradient for X is needed
-    grads["W1"] += l2 * params["W1"]
+    if l2:
+        grads["W1"] += l2 * params["W1"]
     np.sum(dh, axis=0, out=grads["b1"])
     return grads
 

@@ -32,7 +32,10 @@ class RMSprop:
     """Per element: s = decay*s + (1-decay)*g**2;  p -= lr * g / (sqrt(s) + eps).
 
     eps sits outside the square root, as in PyTorch. `lr` may be changed between
-    steps (a schedule does that). `params` and `grads` are arrays of one shape:
+    steps (a schedule does that). With l2, g is first the gradient plus l2 * p for
+    the first `penalised` values (the weights, which `network.pack` puts first): the
+    L2 term's gradient, added where the step reads p anyway, rather than in a pass of
+    its own (PyTorch's weight_decay). `params` and `grads` are arrays of one shape:
     the buffers of `network.pack` update every parameter with one NumPy call per
     operation. Updates are in place, through one scratch buffer, so a step
     allocates nothing but the flush's mask, every FLUSH_EVERY steps.
@@ -51,8 +54,9 @@ class RMSprop:
     """
 
     def __init__(self, params: np.ndarray, lr: float, decay: float = 0.9, eps: float = 1e-8,
-                 flush_every: int = FLUSH_EVERY):
+                 flush_every: int = FLUSH_EVERY, l2: float = 0.0, penalised: int = 0):
         self.lr, self.decay, self.eps = lr, decay, eps
+        self.l2, self.penalised = l2, penalised
         self.flush_every = flush_every
         self.steps = 0
         self.mean_sq = np.zeros_like(params)
@@ -67,12 +71,18 @@ class RMSprop:
             return
         # The NumPy ufuncs cast these Python floats to float32 (NEP 50); so does this.
         kernel(params.reshape(-1), grads.reshape(-1), self.mean_sq.reshape(-1),
-               np.float32(self.lr), np.float32(1.0 - self.decay), np.float32(self.eps))
+               np.float32(self.lr), np.float32(1.0 - self.decay), np.float32(self.eps),
+               np.float32(self.l2), self.penalised if self.l2 else 0)
         self._count_step(params)
 
     def step_numpy(self, params: np.ndarray, grads: np.ndarray) -> None:
-        """`step` in NumPy: one whole-array operation at a time, through a scratch buffer."""
+        """`step` in NumPy: one whole-array operation at a time, through a scratch
+        buffer. The L2 term is added to `grads` itself."""
         g, s, t = grads, self.mean_sq, self._scratch
+        if self.l2:
+            w = slice(0, self.penalised)
+            np.multiply(params[w], self.l2, out=t[w])
+            g[w] += t[w]                 # l2 * p, as network.backward adds it
         np.multiply(g, g, out=t)
         t -= s
         t *= 1.0 - self.decay
@@ -101,10 +111,12 @@ def _fusable(*arrays: np.ndarray) -> bool:
                for a in arrays)
 
 
-def _step_loop(p, g, s, lr, one_minus_decay, eps):    # all (P,) float32, in place
+def _step_loop(p, g, s, lr, one_minus_decay, eps, l2, penalised):   # (P,) float32, in place
     """`RMSprop.step_numpy` as one loop over the values, for numba to compile."""
     for i in range(p.size):
         gi = g[i]
+        if i < penalised:
+            gi += l2 * p[i]                                  # L2's gradient
         t = gi * gi
         t -= s[i]
         t *= one_minus_decay
@@ -117,5 +129,5 @@ def _step_loop(p, g, s, lr, one_minus_decay, eps):    # all (P,) float32, in pla
 def _fused_step():
     """`_step_loop` compiled (pipeline/jit.py), or None: then NumPy's step runs."""
     one = np.ones(1, np.float32)
-    return jit.compile(_step_loop, (one.copy(), one.copy(), one.copy(), *one.repeat(3)),
+    return jit.compile(_step_loop, (one.copy(), one.copy(), one.copy(), *one.repeat(4), 1),
                        "RMSprop's step")

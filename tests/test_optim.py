@@ -70,26 +70,37 @@ def test_flushes_every_flush_every_steps():
     assert optim.count_subnormal(opt.mean_sq) == 0 and p[1] == 0.5
 
 
-def test_compiled_step_gives_the_numpy_steps_bits():
+@pytest.mark.parametrize("l2", [0.0, 1e-4])
+def test_compiled_step_gives_the_numpy_steps_bits(l2):
     """The fused loop and the NumPy step, 320 steps of gradients that span float32's
     range (zeros, subnormals, huge values, the L2-only weights that shrink), give the
-    same weights and averages to the bit, flushes and all."""
+    same weights and averages to the bit, flushes and all, with the L2 term or not."""
     assert optim._fused_step() is not None, "numba is in requirements.txt"
     rng = np.random.default_rng(7)
     size = 4099                                       # not a multiple of any vector width
     p0 = rng.standard_normal(size).astype(np.float32)
     pa, pb = p0.copy(), p0.copy()
-    a, b = RMSprop(pa, lr=0.002, decay=0.9, eps=1e-8), RMSprop(pb, lr=0.002, decay=0.9, eps=1e-8)
+    a, b = (RMSprop(p, lr=0.002, decay=0.9, eps=1e-8, l2=l2, penalised=4000) for p in (pa, pb))
     for step in range(320):
         g = (rng.standard_normal(size) * 10.0 ** rng.integers(-45, 18, size)).astype(np.float32)
         g[rng.random(size) < 0.2] = 0
-        g[:500] = 1e-4 * pa[:500]                     # only an L2 term, as for blank pixels
+        g[:500] = 0 if l2 else 1e-4 * pa[:500]        # only an L2 term, as for blank pixels
         a.lr = b.lr = 0.002 * (1 - step / 320)
         a.step(pa, g)
         b.step_numpy(pb, g.copy())
     np.testing.assert_array_equal(pa, pb)
     np.testing.assert_array_equal(a.mean_sq, b.mean_sq)
     assert a.steps == b.steps == 320 and optim.count_subnormal(pa) == 0
+
+
+def test_the_l2_term_is_l2_times_the_penalised_values_added_to_their_gradient():
+    p = np.array([0.5, -2.0, 3.0], np.float32)
+    g = np.array([0.1, 0.0, 0.0], np.float32)
+    with_l2, by_hand = p.copy(), p.copy()
+    RMSprop(with_l2, lr=0.01, l2=0.1, penalised=2).step(with_l2, g.copy())
+    RMSprop(by_hand, lr=0.01).step(by_hand, g + np.float32(0.1) * p * [1, 1, 0])
+    np.testing.assert_array_equal(with_l2, by_hand)
+    assert with_l2[2] == 3.0                          # past `penalised`: no term, no step
 
 
 def assert_step_is_numpys(p: np.ndarray) -> None:

@@ -20,6 +20,8 @@ from conftest import plain_settings
 from pipeline import network, train
 from pipeline.errors import PipelineError
 from pipeline.augment import CHUNK, Augmenter, smoothing_basis, warp
+from pipeline.feed import epoch_rng
+from pipeline.optim import RMSprop
 
 SIDE = 28
 CENTRE = (SIDE - 1) / 2
@@ -411,6 +413,33 @@ def test_fit_steps_the_rate_along_the_schedule_batch_by_batch(batches):
     # fit may also ask for the rate at each epoch's start, for the history.
     assert sorted(set(asked)) == [e + i / B for e in range(3) for i in range(B)]
     assert [row["lr"] for row in history] == [1e-3] * 3
+
+
+def test_fit_takes_the_steps_of_the_loop_written_out():
+    """fit's weights are, to the bit, those of the loop written out: shuffled batches,
+    forward, backward with the L2 term, NumPy's RMSprop step, a flush each epoch.
+    fit leaves the L2 term to a compiled step (and packs the weights first for it):
+    neither may change a bit."""
+    X, y, X_val, y_val = random_rows(70)
+    l2, lr, batch = 1e-2, 1e-2, 16
+    cfg = plain_settings(hidden=8, epochs=2, batch_size=batch, lr=lr, rms_decay=0.9,
+                         eps=1e-8, l2=l2, schedule="constant")
+    fitted, _ = train.fit(X, y, X_val, y_val, cfg, rng=np.random.default_rng(3))
+
+    rng = np.random.default_rng(3)
+    flat, params = network.pack(network.init_params(rng, SIDE * SIDE, 8, 10))
+    epoch_seed = int(rng.integers(2 ** 63))
+    opt = RMSprop(flat, lr=lr, decay=0.9, eps=1e-8)
+    for epoch in (1, 2):
+        order = epoch_rng(epoch_seed, epoch).permutation(len(X))
+        for start in range(0, len(X), batch):
+            rows = order[start:start + batch]
+            probs, h = network.forward(params, X[rows])
+            grads = network.backward(params, X[rows], h, probs, y[rows], l2)
+            opt.step_numpy(flat, network.pack(grads)[0])
+        opt.flush(flat)
+    for name in network.PARAM_NAMES:
+        np.testing.assert_array_equal(fitted[name], params[name], err_msg=name)
 
 
 def test_fit_passes_its_rate_decay_and_eps_to_rmsprop(batches):
