@@ -8,8 +8,9 @@ buffer of the images' size. Meanwhile BLAS gets one core fewer: OpenBLAS's threa
 wait for each other by spinning, so a product whose thread shares a core with the
 feed waits for it (docs/speed.md, Threads).
 
-Shifts alone need none of this: `InLine` shifts each batch as training takes it, in
-one compiled pass, and BLAS keeps every core.
+Shifts alone cost less than the BLAS thread a feed takes: `InLine` shifts each batch
+as training takes it, in one compiled pass, and BLAS keeps every core. `feed_for`
+chooses.
 
 Epoch e draws its order and its distortions from a stream of its own,
 `epoch_rng(seed, e)`, so its images are the same whether they were made ahead or
@@ -171,6 +172,20 @@ class Feed:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def feed_for(X: np.ndarray, augment, seed: int, ahead: bool | None = None) -> "Feed | InLine":
+    """The feed of X's epochs through `augment`: an InLine when the augmenter makes
+    its images `in_line` (shifts alone, compiled), unless a Feed working ahead would
+    have a core that BLAS leaves idle anyway (OPENBLAS_NUM_THREADS=1 on two cores),
+    where it costs training nothing; else a Feed. Either gives the same images, and
+    the choice depends on the machine alone, so the weights do too."""
+    ahead = threads.cores() > 1 if ahead is None else ahead
+    blas = threads.blas_threads()
+    idle_core = ahead and blas is not None and blas < threads.cores()
+    if getattr(augment, "in_line", False) and not idle_core:
+        return InLine(X, augment, seed)
+    return Feed(X, augment, seed, ahead)
 
 
 class InLine:

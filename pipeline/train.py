@@ -21,7 +21,7 @@ from pipeline import artifacts, checkpoint, metrics, network, progress, threads
 from pipeline.augment import Augmenter
 from pipeline.checkpoint import Progress
 from pipeline.errors import PipelineError
-from pipeline.feed import Feed, InLine, epoch_rng
+from pipeline.feed import epoch_rng, feed_for
 from pipeline.optim import RMSprop
 from pipeline.schedule import Schedule
 from pipeline.settings import Train
@@ -129,11 +129,10 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg:
         epoch_seed = resume.epoch_seed
     # Augmentation distorts a shuffled copy of the whole epoch, made an epoch ahead on
     # a core of its own when there are two or more (pipeline/feed.py), or, for shifts
-    # alone, each batch as it is taken (InLine). Without augmentation,
+    # alone, each batch as it is taken (feed_for says which). Without augmentation,
     # batches are gathered into one small buffer: copying all of X each epoch (and
     # page-faulting the copy in the first) cost 0.4-1.3 s more per default run.
-    feed = (None if augment is None else InLine(X, augment, epoch_seed) if augment.in_line
-            else Feed(X, augment, epoch_seed, feed_ahead))
+    feed = None if augment is None else feed_for(X, augment, epoch_seed, feed_ahead)
     with feed or contextlib.nullcontext():      # ends its thread however training ends
         for epoch in range(len(history) + 1, cfg.epochs + 1):
             if cfg.patience and since_best >= cfg.patience:
@@ -217,14 +216,15 @@ def side_by_side(cfg: Train) -> tuple[int, int]:
     `threads.beside_feed` threads: one of two cores. Members then train side by side,
     as many as the cores hold, each with that many BLAS threads and its distortions
     made in line: each member's weights are those it gets alone (the same BLAS
-    threads). Without distortions or with shifts made in line (no feed: BLAS keeps
-    every core, as a network alone has them), when one network already has most
-    cores, or when BLAS's threads cannot be set for every thread at once (no
-    threadpoolctl, or an OpenMP BLAS), they train one at a time.
+    threads). Without distortions, with shifts made in line while BLAS has every
+    core (no feed: `feed.feed_for`), when one network already has most cores, or
+    when BLAS's threads cannot be set for every thread at once (no threadpoolctl, or
+    an OpenMP BLAS), they train one at a time.
     """
     blas = threads.blas_threads()
     distort = augmenter(cfg, 28)
-    if blas is None or not threads.limit_is_global() or not distort.active or distort.in_line:
+    if (blas is None or not threads.limit_is_global() or not distort.active
+            or (distort.in_line and blas >= threads.cores())):
         return 1, blas or 1
     each = threads.beside_feed(blas)
     return max(1, min(cfg.members, threads.cores() // each)), each

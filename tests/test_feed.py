@@ -8,7 +8,7 @@ import pytest
 from conftest import train_settings
 from pipeline import augment as augment_module, threads
 from pipeline.augment import Augmenter
-from pipeline.feed import Feed, InLine, epoch_rng
+from pipeline.feed import Feed, InLine, epoch_rng, feed_for
 
 SIDE = 8
 
@@ -136,6 +136,23 @@ def test_shifts_made_in_line_are_the_feeds(images, small_chunks):
             np.testing.assert_array_equal(read(in_line, len(images)), read(feed, len(images)))
         np.testing.assert_array_equal(in_line.rows(0, len(images)),
                                       expected(images, augment, 4, 3)[1])
+
+
+@pytest.mark.parametrize("cores,blas,ahead,in_line", [
+    (2, 2, None, True),         # a feed would take one of BLAS's two threads
+    (2, 1, None, False),        # OPENBLAS_NUM_THREADS=1: the feed's core is idle anyway
+    (4, 2, None, False),
+    (2, 1, False, True),        # not ahead (members side by side): made in line anyway
+    (1, 1, None, True),
+    (2, None, None, True)])     # BLAS's threads unknown: no core is known to be idle
+def test_shifts_are_made_in_line_unless_a_feed_has_an_idle_core(monkeypatch, images, cores,
+                                                                blas, ahead, in_line):
+    monkeypatch.setattr(threads, "cores", lambda: cores)
+    monkeypatch.setattr(threads, "blas_threads", lambda: blas)
+    made = feed_for(images, Augmenter(SIDE, shift=1.0), seed=1, ahead=ahead)
+    assert isinstance(made, InLine) == in_line
+    assert isinstance(feed_for(images, Augmenter(SIDE, shift=1.0, rotate=5.0), seed=1,
+                               ahead=ahead), Feed)
 
 
 def test_fit_shifts_in_line_or_through_a_feed_to_the_same_weights(monkeypatch):

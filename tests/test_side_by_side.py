@@ -84,6 +84,8 @@ def test_side_by_side_needs_distortions_a_spare_core_and_a_global_limit(monkeypa
     monkeypatch.setattr(threads, "blas_threads", lambda: 2)
     shifts = train_settings(augment_shift=1.0, augment_rotate=0.0, members=5)
     assert train.side_by_side(shifts) == (1, 2)         # made in line: no feed to leave a core
+    monkeypatch.setattr(threads, "blas_threads", lambda: 1)
+    assert train.side_by_side(shifts) == (2, 1)         # a core to spare: side by side
 
 
 def test_a_stopped_side_by_side_run_resumes_both_members(data, tmp_path, monkeypatch):
