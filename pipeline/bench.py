@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import ingest, network, optim, params as params_mod, preprocess, train
+from pipeline import feed, ingest, network, optim, params as params_mod, preprocess, train
 from pipeline.augment import Augmenter
 from pipeline.settings import Train
 from pipeline.threads import cores
@@ -358,11 +358,11 @@ def distorted(cfg: Train, like: Train) -> Train:
 def augment_epoch(X: np.ndarray, distort: Augmenter, rng: np.random.Generator,
                   out: np.ndarray, batch: int) -> float:
     """Seconds for an epoch's augmentation on one core, by itself: the shuffled copy
-    of the rows and their distortion, as fit makes them (shifts alone: batch by
-    batch, as they are taken)."""
+    of the rows and their distortion, as fit makes them (shifts made in line: batch
+    by batch, as they are taken)."""
     started = time.perf_counter()
     order = rng.permutation(len(X))
-    if distort.in_line:
+    if feed.in_line(distort):
         shifts = distort.draw_shifts(len(X), rng)
         for start in range(0, len(X), batch):
             rows = order[start:start + batch]
@@ -571,7 +571,8 @@ def main(argv: list[str] | None = None) -> int:
         del images, test_images
 
         best = Train.of(params_mod.load(ROOT / "params-best.yaml"))
-        # Shifts alone are made in line (feed.InLine); params.yaml also rotates.
+        # Shifts alone are made in line while BLAS has every core (feed.in_line);
+        # params.yaml also rotates.
         likes = {"shifts (params.yaml's)": dataclasses.replace(
                      hp, augment_shift=default.augment_shift),
                  "distortions (params.yaml)": default,

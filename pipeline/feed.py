@@ -175,17 +175,22 @@ class Feed:
 
 
 def feed_for(X: np.ndarray, augment, seed: int, ahead: bool | None = None) -> "Feed | InLine":
-    """The feed of X's epochs through `augment`: an InLine when the augmenter makes
-    its images `in_line` (shifts alone, compiled), unless a Feed working ahead would
-    have a core that BLAS leaves idle anyway (OPENBLAS_NUM_THREADS=1 on two cores),
-    where it costs training nothing; else a Feed. Either gives the same images, and
-    the choice depends on the machine alone, so the weights do too."""
+    """The feed of X's epochs through `augment`: an InLine when `in_line(augment,
+    ahead)`, else a Feed. Either gives the same images."""
+    if in_line(augment, ahead):
+        return InLine(X, augment, seed)
+    return Feed(X, augment, seed, ahead)
+
+
+def in_line(augment, ahead: bool | None = None) -> bool:
+    """Whether augment's images are best made in line: it can (`augment.in_line`:
+    shifts alone, compiled), and a Feed working ahead would not have a core that
+    BLAS leaves idle anyway (as with OPENBLAS_NUM_THREADS=1 on two cores), where it
+    costs training nothing. A function of the machine alone, so the weights are too."""
     ahead = threads.cores() > 1 if ahead is None else ahead
     blas = threads.blas_threads()
     idle_core = ahead and blas is not None and blas < threads.cores()
-    if getattr(augment, "in_line", False) and not idle_core:
-        return InLine(X, augment, seed)
-    return Feed(X, augment, seed, ahead)
+    return getattr(augment, "in_line", False) and not idle_core
 
 
 class InLine:
