@@ -90,16 +90,20 @@ class Augmenter:
 
     def take(self, X: np.ndarray, rows: np.ndarray, shifts: np.ndarray,
              out: np.ndarray) -> np.ndarray:
-        """X[rows] (B, side*side) translated by shifts (2, B), into `out`: the same
-        bits as `translate`, in one compiled pass without the copy of the rows
-        when it can."""
-        kernel = _shift_kernel()
+        """X[rows] (B, side*side) translated by shifts (2, B), each within [-shift,
+        shift], into `out`: the same bits as `translate`, in one compiled pass
+        without the copy of the rows when it can."""
         margin = int(np.ceil(self.shift))
-        if kernel is None or not _fusable(X, out):
-            np.take(X, rows, axis=0, out=out)
+        if shifts.size and np.abs(shifts).max() > margin:
+            raise ValueError(f"take: shifts reach {np.abs(shifts).max():g} pixels, "
+                             f"beyond this augmenter's {self.shift:g}")
+        kernel = _shift_kernel()
+        rows = np.asarray(rows)
+        if kernel is None or not _fits(X, rows, out, self.side):
+            np.take(X, rows, axis=0, out=out)          # raises on what does not fit
             return translate(out, shifts, self.side, out, self._scratch(len(out), out.dtype))
-        return kernel(X, np.asarray(rows, np.intp), np.asarray(shifts, np.float64), out,
-                      self.side, margin)
+        return kernel(X, rows.astype(np.intp, copy=False),
+                      np.ascontiguousarray(shifts, np.float64), out, self.side, margin)
 
     def sample_points(self, n: int, rng: np.random.Generator,
                       out: np.ndarray | None = None) -> np.ndarray:
@@ -311,17 +315,20 @@ def _shift_loop(X, rows, shifts, out, side, margin):
     return out
 
 
-def _fusable(X: np.ndarray, out: np.ndarray) -> bool:
-    """Whether `_shift_loop` compiled can read X and write out: float32, C-contiguous."""
-    return all(a.dtype == np.float32 and a.ndim == 2 and a.flags.c_contiguous for a in (X, out))
+def _fits(X: np.ndarray, rows: np.ndarray, out: np.ndarray, side: int) -> bool:
+    """Whether `_shift_loop` compiled can read X[rows] and write them to out, which
+    it does unchecked: float32, C-contiguous, images of side*side, out (len(rows),
+    side*side), rows within X. NumPy's take raises a clear error on the rest."""
+    return (all(a.dtype == np.float32 and a.ndim == 2 and a.flags.c_contiguous
+                and a.shape[1] == side * side for a in (X, out))
+            and rows.ndim == 1 and rows.dtype.kind in "iu" and len(out) == len(rows)
+            and (not rows.size or (rows.min() >= 0 and rows.max() < len(X))))
 
 
 @functools.cache
 def _shift_kernel():
     """`_shift_loop` compiled (pipeline/jit.py), or None: then `take` copies the rows
-    and calls `translate`. Compiled for the arrays training passes: a slice of the
-    epoch's shifts (2, N) is not contiguous."""
+    and calls `translate`."""
     X, out = np.zeros((2, 4), np.float32), np.empty((1, 4), np.float32)
-    shifts = np.zeros((2, 2))[:, :1]
-    return jit.compile(_shift_loop, (X, np.zeros(1, np.intp), shifts, out, 2, 1),
+    return jit.compile(_shift_loop, (X, np.zeros(1, np.intp), np.zeros((2, 1)), out, 2, 1),
                        "the shifts")

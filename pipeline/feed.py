@@ -14,8 +14,9 @@ chooses.
 
 Epoch e draws its order and its distortions from a stream of its own,
 `epoch_rng(seed, e)`, so its images are the same whether they were made ahead or
-not, and a run that resumes at epoch e needs nothing but e. NumPy (and
-pipeline.threads for BLAS's threads), no I/O.
+not, and a run that resumes at epoch e needs nothing but e. NumPy (with
+pipeline.threads for BLAS's threads, and the augmenter's compiled `take` for shifts
+made in line), no I/O.
 """
 from __future__ import annotations
 
@@ -186,7 +187,8 @@ def in_line(augment, ahead: bool | None = None) -> bool:
     """Whether augment's images are best made in line: it can (`augment.in_line`:
     shifts alone, compiled), and a Feed working ahead would not have a core that
     BLAS leaves idle anyway (as with OPENBLAS_NUM_THREADS=1 on two cores), where it
-    costs training nothing. A function of the machine alone, so the weights are too."""
+    costs training nothing. It depends on the cores and the BLAS limit in force,
+    never on timing, and both ways give the same images."""
     ahead = threads.cores() > 1 if ahead is None else ahead
     blas = threads.blas_threads()
     idle_core = ahead and blas is not None and blas < threads.cores()
@@ -204,6 +206,7 @@ class InLine:
     """
 
     def __init__(self, X: np.ndarray, augment, seed: int):
+        assert augment.in_line, "InLine makes shifts alone: use feed_for"
         self.X, self.augment, self.seed = X, augment, seed
         self._order = self._shifts = None
         self._out = np.empty((0, X.shape[1]), X.dtype)

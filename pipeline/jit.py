@@ -46,5 +46,5 @@ def compile(loop: Callable, example: tuple, what: str) -> Callable | None:
 
 
 def _numpy_instead(what: str, exc: Exception) -> None:
-    warnings.warn(f"numba could not compile {what}, so NumPy's runs: {exc}",
+    warnings.warn(f"numba could not compile {what}, so NumPy's version runs instead: {exc}",
                   RuntimeWarning, stacklevel=4)

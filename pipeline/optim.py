@@ -32,10 +32,11 @@ class RMSprop:
     """Per element: s = decay*s + (1-decay)*g**2;  p -= lr * g / (sqrt(s) + eps).
 
     eps sits outside the square root, as in PyTorch. `lr` may be changed between
-    steps (a schedule does that). With l2, g is first the gradient plus l2 * p for
-    the first `penalised` values (the weights, which `network.pack` puts first): the
-    L2 term's gradient, added where the step reads p anyway, rather than in a pass of
-    its own (PyTorch's weight_decay). `params` and `grads` are arrays of one shape:
+    steps (a schedule does that). With l2, l2 * p is first added to `grads` for the
+    first `penalised` values (all by default; in training the weights, which
+    `network.pack` puts first): the L2 term's gradient, added where the step reads p
+    anyway rather than in a pass of its own (PyTorch's weight_decay). `params` and
+    `grads` are arrays of one shape:
     the buffers of `network.pack` update every parameter with one NumPy call per
     operation. Updates are in place, through one scratch buffer, so a step
     allocates nothing but the flush's mask, every FLUSH_EVERY steps.
@@ -54,9 +55,9 @@ class RMSprop:
     """
 
     def __init__(self, params: np.ndarray, lr: float, decay: float = 0.9, eps: float = 1e-8,
-                 flush_every: int = FLUSH_EVERY, l2: float = 0.0, penalised: int = 0):
+                 flush_every: int = FLUSH_EVERY, l2: float = 0.0, penalised: int | None = None):
         self.lr, self.decay, self.eps = lr, decay, eps
-        self.l2, self.penalised = l2, penalised
+        self.l2, self.penalised = l2, params.size if penalised is None else penalised
         self.flush_every = flush_every
         self.steps = 0
         self.mean_sq = np.zeros_like(params)
@@ -77,7 +78,7 @@ class RMSprop:
 
     def step_numpy(self, params: np.ndarray, grads: np.ndarray) -> None:
         """`step` in NumPy: one whole-array operation at a time, through a scratch
-        buffer. The L2 term is added to `grads` itself."""
+        buffer."""
         g, s, t = grads, self.mean_sq, self._scratch
         if self.l2:
             w = slice(0, self.penalised)
@@ -117,6 +118,7 @@ def _step_loop(p, g, s, lr, one_minus_decay, eps, l2, penalised):   # (P,) float
         gi = g[i]
         if i < penalised:
             gi += l2 * p[i]                                  # L2's gradient
+            g[i] = gi                                        # as step_numpy leaves it
         t = gi * gi
         t -= s[i]
         t *= one_minus_decay

@@ -85,10 +85,11 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg:
     returning); `resume` goes on from one. Only with a `teacher`, which maps images
     (N, 784) to soft targets (N, 10), does fit distil, at distill_temperature with
     distill_weight (network.loss says how); the teacher sees the same distorted
-    images as the network. feed_ahead: whether distortions are made an epoch ahead
-    on a thread of their own (`Feed`'s `ahead`): the weights are the same either way
-    at the same BLAS thread count, but only a feed that works ahead caps BLAS's
-    threads (to leave it a core); with False the caller sets them.
+    images as the network. feed_ahead: whether distortions may be made an epoch
+    ahead on a thread of their own (`Feed`'s `ahead`; `feed.feed_for` makes shifts
+    alone in line instead while BLAS has every core): the weights are the same
+    either way at the same BLAS thread count, but only a feed that works ahead caps
+    BLAS's threads (to leave it a core); with False the caller sets them.
 
     Returns (params, history): history has one dict per epoch with the keys of
     HISTORY_COLUMNS but `member`, and `seconds`, the epoch's wall time. `loss` is

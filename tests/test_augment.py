@@ -168,6 +168,25 @@ def test_take_draws_and_shifts_as_a_call_does(digits):
         np.testing.assert_array_equal(out, whole)
 
 
+def test_take_refuses_what_its_compiled_loop_would_read_or_write_out_of_bounds(digits):
+    """The loop checks nothing itself, so `take` leaves NumPy what it cannot do:
+    rows past X, images of another size, an `out` of another length or shifts past
+    the margin raise, and nothing is written; a negative row counts from the end."""
+    augment, shifts = Augmenter(SIDE, shift=1.0), np.zeros((2, 3))
+    out = np.full((3, SIDE * SIDE), 7.0, np.float32)
+    wider = np.zeros((len(digits), SIDE * SIDE + 1), np.float32)
+    for X, rows, into in [(digits, [0, 1, len(digits)], out),
+                          (wider, [0, 1, 2], np.zeros((3, SIDE * SIDE + 1), np.float32)),
+                          (digits, [0, 1], out)]:
+        with pytest.raises((ValueError, IndexError)):
+            augment.take(X, np.array(rows), shifts[:, :len(rows)], into)
+    with pytest.raises(ValueError, match="beyond this augmenter's 1"):
+        augment.take(digits, np.arange(3), shifts + 1.5, out)
+    assert (out == 7.0).all()
+    np.testing.assert_array_equal(augment.take(digits, np.array([0, 1, -1]), shifts, out),
+                                  digits[[0, 1, -1]])
+
+
 def test_shifts_alone_are_made_in_line_with_numba_only(monkeypatch):
     assert Augmenter(SIDE, shift=1.0).in_line
     assert not Augmenter(SIDE, shift=1.0, rotate=5.0).in_line

@@ -86,8 +86,10 @@ def test_compiled_step_gives_the_numpy_steps_bits(l2):
         g[rng.random(size) < 0.2] = 0
         g[:500] = 0 if l2 else 1e-4 * pa[:500]        # only an L2 term, as for blank pixels
         a.lr = b.lr = 0.002 * (1 - step / 320)
+        g_copy = g.copy()
         a.step(pa, g)
-        b.step_numpy(pb, g.copy())
+        b.step_numpy(pb, g_copy)
+        np.testing.assert_array_equal(g, g_copy)      # both add the L2 term to grads
     np.testing.assert_array_equal(pa, pb)
     np.testing.assert_array_equal(a.mean_sq, b.mean_sq)
     assert a.steps == b.steps == 320 and optim.count_subnormal(pa) == 0
@@ -96,11 +98,15 @@ def test_compiled_step_gives_the_numpy_steps_bits(l2):
 def test_the_l2_term_is_l2_times_the_penalised_values_added_to_their_gradient():
     p = np.array([0.5, -2.0, 3.0], np.float32)
     g = np.array([0.1, 0.0, 0.0], np.float32)
-    with_l2, by_hand = p.copy(), p.copy()
+    with_l2, by_hand, everywhere = p.copy(), p.copy(), p.copy()
     RMSprop(with_l2, lr=0.01, l2=0.1, penalised=2).step(with_l2, g.copy())
-    RMSprop(by_hand, lr=0.01).step(by_hand, g + np.float32(0.1) * p * [1, 1, 0])
+    by_hand_g = g + np.float32(0.1) * p * np.array([1, 1, 0], np.float32)
+    assert by_hand_g.dtype == np.float32                # so that both take the same path
+    RMSprop(by_hand, lr=0.01).step(by_hand, by_hand_g)
     np.testing.assert_array_equal(with_l2, by_hand)
     assert with_l2[2] == 3.0                          # past `penalised`: no term, no step
+    RMSprop(everywhere, lr=0.01, l2=0.1).step(everywhere, g.copy())
+    assert everywhere[2] < 3.0                        # by default every value is penalised
 
 
 def assert_step_is_numpys(p: np.ndarray) -> None:
@@ -133,7 +139,7 @@ def test_a_step_numba_cannot_compile_leaves_numpy_to_it(monkeypatch):
     monkeypatch.setattr(numba, "njit", njit)
     optim._fused_step.cache_clear()
     try:
-        with pytest.warns(RuntimeWarning, match="NumPy's runs: cannot type this"):
+        with pytest.warns(RuntimeWarning, match="NumPy's version runs instead: cannot type this"):
             assert optim._fused_step() is None
         assert_step_is_numpys(np.ones(5, np.float32))
     finally:
