@@ -1,8 +1,8 @@
 """RMSprop (Tieleman and Hinton, 2012), owning its state. No I/O.
 
 The step is written twice: in NumPy (`RMSprop.step_numpy`, the definition, read it
-first) and as one compiled loop (`_fused_step`, through numba) that does the same
-float32 operations in the same order, so both give the same bits
+first) and as one loop (`_step_loop`, compiled by numba through pipeline/jit.py) that
+does the same float32 operations in the same order, so both give the same bits
 (tests/test_optim.py). NumPy makes nine passes over the 203,530 values; the loop
 makes one, 3.5 times faster, and a two-thread training epoch takes 15% less.
 """
@@ -35,11 +35,12 @@ class RMSprop:
     steps (a schedule does that). With l2, l2 * p is first added to `grads` for the
     first `penalised` values (all by default; in training the weights, which
     `network.pack` puts first): the L2 term's gradient, added where the step reads p
-    anyway rather than in a pass of its own (PyTorch's weight_decay). `params` and
-    `grads` are arrays of one shape:
-    the buffers of `network.pack` update every parameter with one NumPy call per
-    operation. Updates are in place, through one scratch buffer, so a step
-    allocates nothing but the flush's mask, every FLUSH_EVERY steps.
+    anyway rather than in a pass of its own (PyTorch's weight_decay).
+
+    `params` and `grads` are arrays of one shape: the buffers of `network.pack`
+    update every parameter with one NumPy call per operation. Updates are in place,
+    through one scratch buffer, so a step allocates nothing but the flush's mask,
+    every FLUSH_EVERY steps.
 
     No value is left subnormal. A weight whose only gradient is its L2 term (one
     of a pixel that is blank in every training image) is pushed toward zero in
@@ -77,8 +78,7 @@ class RMSprop:
         self._count_step(params)
 
     def step_numpy(self, params: np.ndarray, grads: np.ndarray) -> None:
-        """`step` in NumPy: one whole-array operation at a time, through a scratch
-        buffer."""
+        """`step` in NumPy: one whole-array operation at a time, through a scratch buffer."""
         g, s, t = grads, self.mean_sq, self._scratch
         if self.l2:
             w = slice(0, self.penalised)
