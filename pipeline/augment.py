@@ -93,17 +93,18 @@ class Augmenter:
         """X[rows] (B, side*side) translated by shifts (2, B), each within [-shift,
         shift], into `out`: the same bits as `translate`, in one compiled pass
         without the copy of the rows when it can."""
-        margin = int(np.ceil(self.shift))
+        margin, kernel, rows = int(np.ceil(self.shift)), _shift_kernel(), np.asarray(rows)
+        if (kernel is not None and _fits(X, rows, shifts, out, self.side)
+                and kernel(X, rows.astype(np.intp, copy=False),
+                           np.ascontiguousarray(shifts, np.float64), out, self.side, margin)):
+            return out
+        # What the loop turned down: NumPy's take raises a clear error, or knows what
+        # to do (a negative row counts from the end).
         if shifts.size and np.abs(shifts).max() > margin:
             raise ValueError(f"take: shifts reach {np.abs(shifts).max():g} pixels, "
                              f"beyond this augmenter's {self.shift:g}")
-        kernel = _shift_kernel()
-        rows = np.asarray(rows)
-        if kernel is None or not _fits(X, rows, out, self.side):
-            np.take(X, rows, axis=0, out=out)          # raises on what does not fit
-            return translate(out, shifts, self.side, out, self._scratch(len(out), out.dtype))
-        return kernel(X, rows.astype(np.intp, copy=False),
-                      np.ascontiguousarray(shifts, np.float64), out, self.side, margin)
+        np.take(X, rows, axis=0, out=out)
+        return translate(out, shifts, self.side, out, self._scratch(len(out), out.dtype))
 
     def sample_points(self, n: int, rng: np.random.Generator,
                       out: np.ndarray | None = None) -> np.ndarray:
@@ -287,8 +288,12 @@ def _shift_loop(X, rows, shifts, out, side, margin):
     operation for operation: for one image, in its own frame of zeros, the pass
     along x then the pass along y, each a sum over offsets -m..m in that order.
     X (N, side*side) and out (B, side*side) float32, rows (B,), shifts (2, B)
-    float64, margin m at least the ceiling of the largest shift."""
+    float64. Nothing is checked as it runs, so first every row must lie within X
+    and every shift within the margin m: else it writes nothing and returns False."""
     m, taps, wide = margin, 2 * margin + 1, side + 2 * margin
+    for b in range(rows.size):
+        if not (0 <= rows[b] < X.shape[0] and abs(shifts[0, b]) <= m and abs(shifts[1, b]) <= m):
+            return False
     frame = np.zeros((wide, wide), np.float32)       # the image, m zeros around it
     along_x = np.zeros((wide, side), np.float32)     # rows beyond the image stay zero
     w = np.empty((2, taps), np.float32)
@@ -312,17 +317,18 @@ def _shift_loop(X, rows, shifts, out, side, margin):
             for k in range(1, taps):
                 for c in range(side):
                     out[b, r * side + c] += along_x[r + k, c] * w[1, k]
-    return out
+    return True
 
 
-def _fits(X: np.ndarray, rows: np.ndarray, out: np.ndarray, side: int) -> bool:
-    """Whether `_shift_loop` compiled can read X[rows] and write them to out, which
-    it does unchecked: float32, C-contiguous, images of side*side, out (len(rows),
-    side*side), rows within X. NumPy's take raises a clear error on the rest."""
+def _fits(X: np.ndarray, rows: np.ndarray, shifts: np.ndarray, out: np.ndarray,
+          side: int) -> bool:
+    """Whether `_shift_loop` compiled takes these arrays (it checks the values of rows
+    and shifts itself): X and out float32, C-contiguous, of images of side*side, out
+    (B, side*side) for rows (B,) of integers and shifts (2, B)."""
     return (all(a.dtype == np.float32 and a.ndim == 2 and a.flags.c_contiguous
                 and a.shape[1] == side * side for a in (X, out))
-            and rows.ndim == 1 and rows.dtype.kind in "iu" and len(out) == len(rows)
-            and (not rows.size or (rows.min() >= 0 and rows.max() < len(X))))
+            and rows.ndim == 1 and rows.dtype.kind in "iu"
+            and len(out) == len(rows) and shifts.shape == (2, len(rows)))
 
 
 @functools.cache
