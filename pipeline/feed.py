@@ -189,10 +189,11 @@ def in_line(augment, ahead: bool | None = None) -> bool:
     BLAS leaves idle anyway (as with OPENBLAS_NUM_THREADS=1 on two cores), where it
     costs training nothing. It depends on the cores and the BLAS limit in force,
     never on timing, and both ways give the same images."""
+    if not getattr(augment, "in_line", False):
+        return False
     ahead = threads.cores() > 1 if ahead is None else ahead
     blas = threads.blas_threads()
-    idle_core = ahead and blas is not None and blas < threads.cores()
-    return getattr(augment, "in_line", False) and not idle_core
+    return not (ahead and blas is not None and blas < threads.cores())    # no idle core
 
 
 class InLine:

@@ -21,7 +21,7 @@ from pipeline import artifacts, checkpoint, metrics, network, progress, threads
 from pipeline.augment import Augmenter
 from pipeline.checkpoint import Progress
 from pipeline.errors import PipelineError
-from pipeline.feed import epoch_rng, feed_for
+from pipeline.feed import epoch_rng, feed_for, in_line
 from pipeline.optim import RMSprop
 from pipeline.schedule import Schedule
 from pipeline.settings import Train
@@ -217,15 +217,15 @@ def side_by_side(cfg: Train) -> tuple[int, int]:
     `threads.beside_feed` threads: one of two cores. Members then train side by side,
     as many as the cores hold, each with that many BLAS threads and its distortions
     made in line: each member's weights are those it gets alone (the same BLAS
-    threads). Without distortions, with shifts made in line while BLAS has every
-    core (no feed: `feed.feed_for`), when one network already has most cores, or
+    threads). Without distortions, with shifts made in line (no feed: BLAS has every
+    core, `feed.in_line`), when one network already has most cores, or
     when BLAS's threads cannot be set for every thread at once (no threadpoolctl, or
     an OpenMP BLAS), they train one at a time.
     """
     blas = threads.blas_threads()
     distort = augmenter(cfg, 28)
     if (blas is None or not threads.limit_is_global() or not distort.active
-            or (distort.in_line and blas >= threads.cores())):
+            or in_line(distort)):
         return 1, blas or 1
     each = threads.beside_feed(blas)
     return max(1, min(cfg.members, threads.cores() // each)), each
