@@ -23,7 +23,9 @@ from pipeline.errors import PipelineError
 # Bumped when an artifact's layout changes, so older outputs are refused
 # (and rebuilt by a full run) instead of being misread.
 FORMAT_VERSION = 1
-TMP_SUFFIX = ".tmp"
+# Temporaries are `.<name>.<random>` + this: a name no other program makes, so that
+# cleaning up after a killed run never deletes another tool's `.something.tmp`.
+TMP_SUFFIX = ".digit-recognizer-tmp"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -76,11 +78,13 @@ def renames_together() -> Iterator[None]:
 
 
 def remove_temporaries(folder: Path) -> None:
-    """Delete temporary files a killed run left behind in `folder`."""
+    """Delete temporary files a killed run left behind in `folder` (regular files
+    with a temporary's name; links and folders are left alone)."""
     if folder.is_dir():
         for leftover in folder.glob(f".*{TMP_SUFFIX}"):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
+            if leftover.is_file() and not leftover.is_symlink():
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
 
 
 def write_bytes(path: Path, data: bytes, together: bool = True) -> None:

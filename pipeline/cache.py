@@ -3,11 +3,17 @@ same inputs, params and code puts them back instead of computing them again (DVC
 run cache, without a server). Going back to earlier params then takes a copy, not a
 retraining.
 
-An entry is a folder <outputs>/.cache/<step>/<key>/ holding a copy of each output and
-manifest.json with their hashes; `key` hashes the fingerprint the step's record holds
-(params, code, input hashes). An entry appears whole (a temporary folder renamed into
-place) and is checked before use: one whose files do not match their hashes is deleted
-and the step runs. Beyond `cache.max_mb`, the least recently used entries go first.
+An entry is a folder <outputs>/.digit-recognizer-cache/<step>/<key>/ holding a copy of
+each output and manifest.json with their hashes; `key` hashes the fingerprint the step's
+record holds (params, code, input hashes). An entry appears whole (a temporary folder
+renamed into place) and is checked before use: one whose files do not match their hashes
+is deleted and the step runs. Beyond `cache.max_mb`, the least recently used entries go
+first.
+
+The outputs folder may be any folder, a home folder with other programs' caches in it
+included, so only entries this module can prove it wrote are ever counted or deleted
+(`owned`): a folder named by a 64-digit key, under a step's folder, holding a manifest
+that names that step and key, with no symbolic link on the way.
 """
 from __future__ import annotations
 
@@ -25,7 +31,8 @@ from pipeline import artifacts
 
 log = logging.getLogger(__name__)
 
-FOLDER = ".cache"
+# A name no other program uses: `outputs` may hold a `.cache` of pip, torch, ...
+FOLDER = ".digit-recognizer-cache"
 MANIFEST = "manifest.json"
 MB = 10 ** 6
 # The one step worth keeping: it takes minutes; the steps after it take seconds.
@@ -40,8 +47,13 @@ def key(record: dict) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
 
 
+KEY = re.compile(r"[0-9a-f]{64}")
+# A store's temporary folder: `.<key>.<random>` + artifacts.TMP_SUFFIX.
+STORING = re.compile(r"\.[0-9a-f]{64}\.[A-Za-z0-9_]+" + re.escape(artifacts.TMP_SUFFIX))
+
+
 def folder(outputs: str | Path) -> Path:
-    """<outputs>/.cache."""
+    """<outputs>/.digit-recognizer-cache."""
     return Path(outputs) / FOLDER
 
 
@@ -58,10 +70,10 @@ def load(outputs: str | Path, step: str, key_: str,
          outs: dict[str, Path]) -> dict[str, bytes] | None:
     """The cached bytes of each of `outs` (name -> path), checked against the manifest;
     None when there is no entry. A damaged entry is deleted, with a warning."""
-    if not re.fullmatch(r"[0-9a-f]{64}", key_):          # not a key: a hand-edited log
+    if not KEY.fullmatch(key_):                     # not a key: a hand-edited log
         return None
     entry = entry_path(outputs, step, key_)
-    if not entry.is_dir():
+    if not all(_real_dir(p) for p in (folder(outputs), entry.parent, entry)):
         return None
     try:
         manifest = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
@@ -99,8 +111,13 @@ def store(outputs: str | Path, step: str, key_: str, outs: dict[str, Path],
         return
     entry = entry_path(outputs, step, key_)
     entry.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in entry.parent.glob(f".*{artifacts.TMP_SUFFIX}"):     # a killed store's
-        shutil.rmtree(leftover, ignore_errors=True)
+    if not (_real_dir(folder(outputs)) and _real_dir(entry.parent)):
+        log.warning("cache: not storing %s: %s or %s is a link or not a folder", step,
+                    folder(outputs), entry.parent)
+        return
+    for leftover in entry.parent.iterdir():                     # a killed store's
+        if STORING.fullmatch(leftover.name) and _real_dir(leftover):
+            shutil.rmtree(leftover, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key_}.", suffix=artifacts.TMP_SUFFIX,
                                 dir=entry.parent))
     try:
@@ -111,7 +128,8 @@ def store(outputs: str | Path, step: str, key_: str, outs: dict[str, Path],
             files[name] = {"file": path.name, "hash": _sha256(data), "size": len(data)}
         (tmp / MANIFEST).write_text(json.dumps({"step": step, "key": key_, "files": files},
                                                indent=2, sort_keys=True) + "\n")
-        shutil.rmtree(entry, ignore_errors=True)
+        if _real_dir(entry):                    # a forced rerun's: replaced
+            shutil.rmtree(entry, ignore_errors=True)
         os.rename(tmp, entry)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -119,15 +137,43 @@ def store(outputs: str | Path, step: str, key_: str, outs: dict[str, Path],
     evict(outputs, max_mb)
 
 
+def _real_dir(path: Path) -> bool:
+    """A folder, and not through a symbolic link at its own name."""
+    return not path.is_symlink() and path.is_dir()
+
+
+def owned(entry: Path, step: str) -> bool:
+    """Whether `entry` is one this module wrote for `step`: named by a key, a real
+    folder, with a manifest naming that step and key."""
+    if not (KEY.fullmatch(entry.name) and _real_dir(entry)):
+        return False
+    manifest = entry / MANIFEST
+    try:
+        if manifest.is_symlink() or not manifest.is_file():
+            return False
+        found = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(found, dict) and found.get("step") == step and found.get("key") == entry.name
+
+
 def entries(outputs: str | Path) -> list[Path]:
-    """Every entry, least recently stored or restored first."""
-    found = [p for p in folder(outputs).glob("*/*") if p.is_dir() and not p.name.startswith(".")]
+    """Every entry this module can prove it wrote, least recently stored or restored
+    first. Anything else in the cache folder is never counted or deleted."""
+    root = folder(outputs)
+    if not _real_dir(root):
+        return []
+    found = []
+    for step in STEPS:
+        where = entry_path(outputs, step, "")
+        if _real_dir(where):
+            found += [p for p in where.iterdir() if owned(p, step)]
     return sorted(found, key=lambda p: p.stat().st_mtime_ns)
 
 
 def size(entry: Path) -> int:
-    """Bytes held by an entry's files."""
-    return sum(f.stat().st_size for f in entry.iterdir() if f.is_file())
+    """Bytes held by an entry's files (links not followed)."""
+    return sum(f.lstat().st_size for f in entry.iterdir() if not f.is_symlink() and f.is_file())
 
 
 def evict(outputs: str | Path, max_mb: float) -> None:
@@ -145,9 +191,15 @@ def evict(outputs: str | Path, max_mb: float) -> None:
 
 
 def clear(outputs: str | Path) -> tuple[int, int]:
-    """Delete the whole cache; returns the number of entries and bytes it held."""
+    """Delete every entry (and the folders they leave empty); returns the number of
+    entries and bytes it held."""
     found = entries(outputs)
     held = len(found), sum(size(e) for e in found)
-    with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(folder(outputs))
+    for entry in found:
+        shutil.rmtree(entry, ignore_errors=True)
+    for step in STEPS:                  # rmdir: a folder that still holds anything stays
+        with contextlib.suppress(OSError):
+            entry_path(outputs, step, "").rmdir()
+    with contextlib.suppress(OSError):
+        folder(outputs).rmdir()
     return held

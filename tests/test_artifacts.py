@@ -34,7 +34,7 @@ def test_renames_together_all_or_nothing(tmp_path):
 
 
 def test_remove_temporaries_cleans_what_a_kill_left(tmp_path):
-    (tmp_path / ".model.npz.abc.tmp").write_bytes(b"x")
+    (tmp_path / (".model.npz.abc" + artifacts.TMP_SUFFIX)).write_bytes(b"x")
     (tmp_path / "model.npz").write_bytes(b"y")
     artifacts.remove_temporaries(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]
