@@ -10,9 +10,13 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import (artifacts, cache, experiments, ingest, kaggle, params as params_mod,
-                      predict, runner, stages)
+from pipeline import artifacts
+from pipeline.commands import kaggle
+from pipeline.config import params as params_mod
+from pipeline.engine import cache, experiments, runner
 from pipeline.errors import PipelineError
+from pipeline.steps import graph as stages
+from pipeline.steps import ingest, predict
 
 log = logging.getLogger("pipeline")
 
@@ -183,7 +187,7 @@ def upload_if_current(params: dict, message: str, sample: bool) -> None:
 def predict_images(params: dict, paths: list[str], show: bool) -> int:
     """`predict-image PATH...`: name the model, then print each image's three
     likeliest digits; with `show`, save the images as the network received them."""
-    from pipeline import image     # Pillow is loaded only for this command
+    from pipeline.commands import image  # Pillow is loaded only for this command
     if not paths:
         raise PipelineError("predict-image: expected one or more image paths (PNG or JPEG)")
     model = stages.artifact(params, "train", "model.npz")

@@ -12,7 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
+ROOT = PACKAGE.parent
+# Besides modules, the files the report's page is made of count as code.
+SUFFIXES = (".py", ".html", ".js", ".css")
 
-# Module name -> source bytes, e.g. "pipeline.network" -> the bytes of network.py.
-LOADED: dict[str, bytes] = {f"{PACKAGE.name}.{p.stem}": p.read_bytes()
-                            for p in sorted(PACKAGE.glob("*.py"))}
+# Path from the project's folder -> bytes, e.g. "pipeline/nn/network.py" -> its source.
+LOADED: dict[str, bytes] = {p.relative_to(ROOT).as_posix(): p.read_bytes()
+                            for p in sorted(PACKAGE.rglob("*"))
+                            if p.suffix in SUFFIXES and "__pycache__" not in p.parts}

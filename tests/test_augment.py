@@ -3,10 +3,10 @@ import threading
 
 import numpy as np
 import pytest
-
 from conftest import sample_rows
-from pipeline import augment as augment_module
-from pipeline.augment import CHUNK, Augmenter, smoothing_basis, translate, warp
+
+from pipeline.training import augment as augment_module
+from pipeline.training.augment import CHUNK, Augmenter, smoothing_basis, translate, warp
 
 SIDE = 28
 EVERYTHING = dict(shift=2, rotate=15, scale=0.15, shear=10, elastic_alpha=34, elastic_sigma=4)

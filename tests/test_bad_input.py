@@ -13,8 +13,8 @@ from typing import Callable
 
 import numpy as np
 import pytest
-
 from conftest import run_cli, sample_rows, tree_state, write_lines
+
 from pipeline import artifacts
 
 TRAIN = sample_rows("train.csv.gz", 200)

@@ -5,8 +5,10 @@ import re
 import numpy as np
 import pytest
 
-from pipeline import bench, ingest, network
-from pipeline.optim import RMSprop
+from pipeline import bench
+from pipeline.nn import network
+from pipeline.nn.optim import RMSprop
+from pipeline.steps import ingest
 
 
 def test_generated_csvs_read_back_exactly(tmp_path, rng):

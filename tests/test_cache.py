@@ -4,10 +4,11 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import make_params
-from pipeline import artifacts, cache, cli, experiments, runner
-from pipeline.stages import STEPS
+
+from pipeline import artifacts, cli
+from pipeline.engine import cache, experiments, runner
+from pipeline.steps.graph import STEPS
 
 UNTIL_SUBMIT = [s for s in STEPS if s.stage != "report"]
 

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
-from pipeline import params as params_mod
-from pipeline.stages import STAGES, STEPS
+
+from pipeline.config import params as params_mod
+from pipeline.steps.graph import STAGES, STEPS
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_stage_matches_the_pipeline(dvc, params, stage):
     assert paths(entry.get("outs"), params) | paths(entry.get("metrics"), params) \
         | paths(entry.get("plots"), params) == outs
     deps = set().union(*(set(s.deps(params).values()) for s in steps)) - outs
-    code = {Path(*m.split(".")).with_suffix(".py") for s in steps for m in s.code}
+    code = {Path(m) for s in steps for m in s.code}
     assert paths(entry.get("deps"), params) == deps | code
     declared = set(entry.get("params", []))
     wanted = set().union(*(s.params for s in steps))

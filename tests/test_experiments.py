@@ -8,13 +8,16 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, make_params, run_cli, sample_rows, write_lines
-from pipeline import artifacts, cache, cli, experiments, runner, train
-from pipeline.stages import STEPS
+
+from pipeline import artifacts, cli
+from pipeline.engine import cache, experiments, runner
+from pipeline.steps.graph import STEPS
+from pipeline.training import train
 
 TRAIN_OUTS = ("model.npz", "history.csv", "metrics.json", "timing.json")
 UNTIL_SUBMIT = [s for s in STEPS if s.stage != "report"]       # the report adds nothing here
+TRAIN_CODE = "pipeline/training/train.py"
 
 
 @pytest.fixture
@@ -97,7 +100,7 @@ def test_a_record_is_appended_in_one_write(tmp_path, monkeypatch):
 APPENDER = """
 import sys
 from pathlib import Path
-from pipeline import experiments
+from pipeline.engine import experiments
 path, n = Path(sys.argv[1]), 0
 while True:
     experiments.append(path, {"event": "train", "n": n, "pad": "x" * 400_000})
@@ -110,6 +113,7 @@ def test_the_log_survives_sigkill_mid_write(tmp_path, caplog, delay):
     path = tmp_path / "runs.jsonl"
     child = subprocess.Popen([sys.executable, "-c", APPENDER, str(path)], cwd=ROOT)
     while not path.exists() or path.stat().st_size == 0:
+        assert child.poll() is None, "the appender stopped before writing"
         time.sleep(0.01)
     time.sleep(delay)
     child.send_signal(signal.SIGKILL)
@@ -163,7 +167,7 @@ def test_other_code_or_other_data_is_never_restored(pipeline, tiny_csvs, monkeyp
     pipeline("train.epochs=1")
     real = runner.loaded_code_hash
     monkeypatch.setattr(runner, "loaded_code_hash",
-                        lambda mods: real(mods) + ("+edit" if "pipeline.train" in mods else ""))
+                        lambda mods: real(mods) + ("+edit" if TRAIN_CODE in mods else ""))
     monkeypatch.setattr(runner, "code_hash", runner.loaded_code_hash)   # as a new process sees it
     pipeline("train.epochs=1")
     assert len(pipeline.trained) == 2
@@ -321,7 +325,7 @@ def test_restore_refuses_a_run_whose_code_changed_since(tmp_path, tiny_csvs, mon
     assert cli.main([*args, "--set=train.epochs=2"]) == 0
     real, trained = runner.loaded_code_hash, []
     monkeypatch.setattr(runner, "loaded_code_hash",
-                        lambda mods: real(mods) + ("+edit" if "pipeline.train" in mods else ""))
+                        lambda mods: real(mods) + ("+edit" if TRAIN_CODE in mods else ""))
     monkeypatch.setattr(runner, "code_hash", runner.loaded_code_hash)
     monkeypatch.setattr(train, "run", lambda *a, **k: trained.append(1))
     capsys.readouterr()

@@ -4,11 +4,12 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import train_settings
-from pipeline import augment as augment_module, threads
-from pipeline.augment import Augmenter
-from pipeline.feed import Feed, InLine, epoch_rng, feed_for
+
+from pipeline.training import augment as augment_module
+from pipeline.training import threads
+from pipeline.training.augment import Augmenter
+from pipeline.training.feed import Feed, InLine, epoch_rng, feed_for
 
 SIDE = 8
 
@@ -160,7 +161,7 @@ def test_fit_shifts_in_line_or_through_a_feed_to_the_same_weights(monkeypatch):
     thread either way, the weights are the same."""
     from threadpoolctl import threadpool_limits
 
-    from pipeline import train
+    from pipeline.training import train
 
     rng = np.random.default_rng(0)
     X, y = rng.random((200, 784), dtype=np.float32), rng.integers(0, 10, 200)
@@ -190,7 +191,7 @@ def test_fit_ends_with_the_same_weights_with_the_feed_ahead_or_not(monkeypatch):
     # One BLAS thread either way: the thread count itself may change the last bits.
     from threadpoolctl import threadpool_limits
 
-    from pipeline import train
+    from pipeline.training import train
 
     rng = np.random.default_rng(0)
     X, y = rng.random((200, 784), dtype=np.float32), rng.integers(0, 10, 200)

@@ -17,11 +17,13 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, sample_rows, write_lines
-from pipeline import cache, params as params_mod, runner, train
+
+from pipeline.config import params as params_mod
+from pipeline.engine import cache, runner
 from pipeline.errors import PipelineError
-from pipeline.stages import STEPS
+from pipeline.steps.graph import STEPS
+from pipeline.training import train
 
 NAMES = [s.name for s in STEPS]
 BASE = ["train.hidden=8", "train.epochs=1", "data.sample=null"]
@@ -76,36 +78,39 @@ DEPS = {
 # error class, the progress display and the record of the loaded sources, which
 # change no output.
 PACKAGE = ROOT / "pipeline"
-MODULES = sorted(f"pipeline.{p.stem}" for p in PACKAGE.glob("*.py") if p.stem != "__init__")
-NO_OUTPUT = {"pipeline.errors", "pipeline.progress", "pipeline.sources"}
+MODULES = {".".join(p.relative_to(ROOT).with_suffix("").parts): p.relative_to(ROOT).as_posix()
+           for p in PACKAGE.rglob("*.py") if p.stem != "__init__"}
+NO_OUTPUT = {"pipeline/errors.py", "pipeline/progress.py", "pipeline/sources.py"}
+# The module holding each stage's entry.
+STAGE_MODULE = {"train": "pipeline.training.train", "report": "pipeline.report.figures"}
 
 
 def imported(module: str) -> set[str]:
     """The pipeline modules `module` imports anywhere in its source."""
-    tree = ast.parse((PACKAGE / (module.split(".")[1] + ".py")).read_text(encoding="utf-8"))
+    tree = ast.parse((ROOT / MODULES[module]).read_text(encoding="utf-8"))
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "pipeline":
-            found |= {f"pipeline.{a.name}" for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline."):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline"):
             found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("pipeline.")}
     return found & set(MODULES)
 
 
 def runs(module: str) -> set[str]:
-    """`module` and every pipeline module it imports, recursively."""
+    """The file of `module` and of every pipeline module it imports, recursively."""
     found, todo = set(), [module]
     while todo:
         name = todo.pop()
         if name not in found:
             found.add(name)
             todo += imported(name)
-    return found
+    return {MODULES[name] for name in found}
 
 
-CODE = {s.name: runs(f"pipeline.{s.stage}") - NO_OUTPUT for s in STEPS}
+CODE = {s.name: runs(STAGE_MODULE.get(s.stage, f"pipeline.steps.{s.stage}")) - NO_OUTPUT
+        for s in STEPS}
 
 
 def load_params(folder: Path, *overrides: str) -> dict:
@@ -364,33 +369,28 @@ def test_unchanged_files_are_not_read_again(built, monkeypatch):
 
 def test_the_code_of_each_step_is_what_its_stage_imports():
     # The expectations above are not empty by accident.
-    assert CODE["train"] >= {"pipeline.train", "pipeline.network", "pipeline.optim",
-                             "pipeline.augment", "pipeline.schedule", "pipeline.artifacts"}
-    assert CODE["ingest:train"] >= {"pipeline.ingest", "pipeline.artifacts"}
+    assert CODE["train"] >= {"pipeline/training/train.py", "pipeline/nn/network.py",
+                             "pipeline/nn/optim.py", "pipeline/training/augment.py",
+                             "pipeline/nn/schedule.py", "pipeline/artifacts.py"}
+    assert CODE["ingest:train"] >= {"pipeline/steps/ingest.py", "pipeline/artifacts.py"}
     assert {"train.lr", "train.epochs", "train.distill_weight"} <= READS["train"]
-    assert "pipeline.train" not in CODE["predict"] and "pipeline.runner" not in CODE["train"]
+    assert "pipeline/training/train.py" not in CODE["predict"]
+    assert "pipeline/engine/runner.py" not in CODE["train"]
 
 
 def test_code_hash_follows_the_source_files(tmp_path, monkeypatch):
-    # A throwaway package on sys.path, so that no real source file is edited.
-    package = tmp_path / "fingerprint_demo"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "a.py").write_text("A = 1\n")
-    (package / "b.py").write_text("B = 1\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    both = ("fingerprint_demo.a", "fingerprint_demo.b")
-    try:
-        before = runner.code_hash(both)
-        assert runner.code_hash(both) == before
-        assert runner.code_hash(both[:1]) != before != runner.code_hash(both[1:])
-        (package / "b.py").write_text("B = 2\n")
-        assert runner.code_hash(both) != before
-    finally:
-        import sys
-        for name in ["fingerprint_demo", *both]:
-            sys.modules.pop(name, None)
-
+    # A throwaway project folder, so that no real source file is edited.
+    from pipeline import sources
+    monkeypatch.setattr(sources, "ROOT", tmp_path)
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "a.py").write_text("A = 1\n")
+    (tmp_path / "demo" / "b.js").write_text("let b = 1;\n")
+    both = ("demo/a.py", "demo/b.js")
+    before = runner.code_hash(both)
+    assert runner.code_hash(both) == before
+    assert runner.code_hash(both[:1]) != before != runner.code_hash(both[1:])
+    (tmp_path / "demo" / "b.js").write_text("let b = 2;\n")
+    assert runner.code_hash(both) != before
 
 
 # --- what a step is refused to run on ---
@@ -432,7 +432,7 @@ def test_a_module_edited_while_its_step_runs_leaves_the_step_stale(tmp_path, mon
     from pipeline import sources
     write_lines(tmp_path / "data" / "train.csv", sample_rows("train.csv.gz", 20))
     ingest = next(s for s in STEPS if s.name == "ingest:train")
-    monkeypatch.setitem(sources.LOADED, "pipeline.ingest", b"# as it was when loaded\n")
+    monkeypatch.setitem(sources.LOADED, "pipeline/steps/ingest.py", b"# as it was when loaded\n")
     logger = __import__("logging").getLogger("pipeline")
     logger.addHandler(caplog.handler)              # the CLI may have stopped propagation
     try:
@@ -444,7 +444,7 @@ def test_a_module_edited_while_its_step_runs_leaves_the_step_stale(tmp_path, mon
     warned = {r.getMessage() for r in caplog.records if r.levelname == "WARNING"}
     assert len(warned) == 1
     message = warned.pop()
-    assert "pipeline/ingest.py changed while this run" in message
+    assert "pipeline/steps/ingest.py changed while this run" in message
     assert "pipeline/artifacts.py" not in message
     status = dict(runner.status(load_params(tmp_path)))["ingest:train"]
     assert status.describe() == "stale: code changed"

@@ -3,11 +3,14 @@ import re
 
 import numpy as np
 import pytest
+from conftest import make_params, run_cli, sample_rows
 from PIL import Image, ImageFilter
 
-from conftest import make_params, run_cli, sample_rows
-from pipeline import artifacts, image, model, network
+from pipeline import artifacts
+from pipeline.commands import image
 from pipeline.errors import PipelineError
+from pipeline.nn import network
+from pipeline.training import ensemble as model
 
 
 def sample_digits(n):

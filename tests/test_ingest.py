@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, sample_rows, write_lines
-from pipeline import ingest
+
 from pipeline.errors import PipelineError
+from pipeline.steps import ingest
 
 TRAIN = sample_rows("train.csv.gz", 40)
 TEST = sample_rows("test.csv.gz", 12)

@@ -8,10 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, run_cli, sample_rows, write_lines
-from pipeline import artifacts, kaggle, params as params_mod, runner, submit
+
+from pipeline import artifacts
+from pipeline.commands import kaggle
+from pipeline.config import params as params_mod
+from pipeline.engine import runner
 from pipeline.errors import PipelineError
+from pipeline.steps import submit
 
 STAND_IN = """#!{python}
 import json, os, sys, zipfile

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import metrics
+from pipeline.nn import metrics
 
 
 def onehot_probs(pred, n_classes=10):

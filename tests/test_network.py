@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipeline import network
+from pipeline.nn import network
 
 
 def tiny_net(rng, n_in=6, hidden=5):

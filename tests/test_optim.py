@@ -4,8 +4,8 @@ import warnings
 import numpy as np
 import pytest
 
-from pipeline import optim
-from pipeline.optim import RMSprop
+from pipeline.nn import optim
+from pipeline.nn.optim import RMSprop
 
 
 def test_first_and_second_step_by_hand():

@@ -17,11 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SAMPLE, make_params
 from PIL import Image, ImageDraw
 
-from conftest import SAMPLE, make_params
-from pipeline import image, model, network, page, runner
-from pipeline.stages import STEPS
+from pipeline.commands import image
+from pipeline.engine import runner
+from pipeline.nn import network
+from pipeline.report import page
+from pipeline.steps.graph import STEPS
+from pipeline.training import ensemble as model
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

@@ -2,9 +2,10 @@
 import re
 
 import pytest
-
 from conftest import ROOT
-from pipeline import params as params_mod, settings
+
+from pipeline.config import params as params_mod
+from pipeline.config import sections as settings
 from pipeline.errors import PipelineError
 
 DEFAULTS = (ROOT / "params.yaml").read_text()

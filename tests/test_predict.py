@@ -4,8 +4,11 @@ import re
 import numpy as np
 import pytest
 
-from pipeline import artifacts, model, network, predict
+from pipeline import artifacts
 from pipeline.errors import PipelineError
+from pipeline.nn import network
+from pipeline.steps import predict
+from pipeline.training import ensemble as model
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
+
 from pipeline import progress
 
 ROW = {"epoch": 1, "loss": 0.5, "train_accuracy": 0.8, "val_accuracy": 0.85, "seconds": 0.2,

@@ -3,12 +3,14 @@ import re
 
 import numpy as np
 import pytest
+from conftest import make_params
 from PIL import Image
 
-from conftest import make_params
-from pipeline import artifacts, report, runner
+from pipeline import artifacts
+from pipeline.engine import runner
 from pipeline.errors import PipelineError
-from pipeline.stages import STEPS, metrics_path
+from pipeline.report import figures as report
+from pipeline.steps.graph import STEPS, metrics_path
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,7 @@ def test_mosaic_places_tiles_row_by_row_with_gaps():
 
 
 def test_the_page_says_when_the_scores_are_not_held_out(rng):
-    from pipeline import metrics
+    from pipeline.nn import metrics
     y = rng.integers(0, 10, 50)
     probs = rng.random((50, 10)).astype(np.float32)
     scores = metrics.summary(probs / probs.sum(axis=1, keepdims=True), y)
@@ -101,7 +103,7 @@ def test_the_page_says_when_the_scores_are_not_held_out(rng):
 
 
 def test_the_page_gives_the_interval_marks_a_demo_and_lists_the_runs(rng):
-    from pipeline import metrics
+    from pipeline.nn import metrics
     y = rng.integers(0, 10, 50)
     probs = rng.random((50, 10)).astype(np.float32)
     scores = metrics.summary(probs / probs.sum(axis=1, keepdims=True), y)
@@ -119,7 +121,7 @@ def test_the_page_gives_the_interval_marks_a_demo_and_lists_the_runs(rng):
 
 
 def test_the_page_says_when_predict_used_test_time_augmentation(rng):
-    from pipeline import metrics
+    from pipeline.nn import metrics
     y = rng.integers(0, 10, 20)
     probs = rng.random((20, 10)).astype(np.float32)
     scores = metrics.summary(probs / probs.sum(axis=1, keepdims=True), y)

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, make_params, run_cli, sample_rows, tree_state, write_lines
-from pipeline import artifacts, cli, runner
+
+from pipeline import artifacts, cli
+from pipeline.engine import runner
 from pipeline.errors import PipelineError
-from pipeline.stages import STEPS
+from pipeline.steps.graph import STEPS
 
 ALL = [s.name for s in STEPS]
 
@@ -83,7 +84,8 @@ def test_code_change_reruns_the_step(setup, monkeypatch):
     run()
     real = runner.code_hash
     monkeypatch.setattr(runner, "code_hash",
-                        lambda mods: real(mods) + ("x" if "pipeline.train" in mods else ""))
+                        lambda mods: real(mods) + ("x" if "pipeline/training/train.py" in mods
+                                                   else ""))
     assert run()[0] == "train"
 
 
@@ -171,7 +173,7 @@ def test_a_module_edited_during_a_run_reruns_its_steps_next_time(tmp_path, tiny_
     # On a copy of the package, so that no one's working tree is edited.
     shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    network = tmp_path / "pipeline" / "network.py"
+    network = tmp_path / "pipeline" / "nn" / "network.py"
     args = [f"--params={ROOT / 'params.yaml'}", f"--set=data.train={tiny_csvs[0]}",
             f"--set=data.test={tiny_csvs[1]}", "--set=data.sample=null",
             f"--set=outputs={tmp_path / 'out'}", "--set=train.epochs=1"]
@@ -189,7 +191,7 @@ def test_a_module_edited_during_a_run_reruns_its_steps_next_time(tmp_path, tiny_
         return done.stdout
 
     first = main(edit=True)
-    assert "train: pipeline/network.py changed while this run was going" in first
+    assert "train: pipeline/nn/network.py changed while this run was going" in first
     status = dict(line.split(None, 1) for line in main("status").splitlines())
     assert status["train"].startswith("stale: code changed")
     assert status["ingest:train"] == "up to date"

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from pipeline.schedule import Schedule
+from pipeline.nn.schedule import Schedule
 
 
 def test_constant_keeps_the_rate():

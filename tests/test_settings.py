@@ -6,9 +6,10 @@ import typing
 
 import pytest
 import yaml
-
 from conftest import ROOT
-from pipeline import params as params_mod, settings
+
+from pipeline.config import params as params_mod
+from pipeline.config import sections as settings
 from pipeline.errors import PipelineError
 
 FILES = ("params.yaml", "params-best.yaml", "params-single.yaml")
@@ -140,5 +141,5 @@ def test_settings_are_frozen():
 
 
 def test_the_schedule_field_offers_the_schedules_kinds():
-    from pipeline.schedule import KINDS
+    from pipeline.nn.schedule import KINDS
     assert typing.get_args(typing.get_type_hints(settings.Train)["schedule"]) == KINDS

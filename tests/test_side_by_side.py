@@ -5,9 +5,10 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import train_settings
-from pipeline import checkpoint, network, threads, train
+
+from pipeline.nn import network
+from pipeline.training import checkpoint, threads, train
 
 
 @pytest.fixture(scope="module")

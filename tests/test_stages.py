@@ -3,11 +3,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_params, sample_rows, write_lines
-from pipeline import artifacts, preprocess, runner, submit
+
+from pipeline import artifacts
+from pipeline.engine import runner
 from pipeline.errors import PipelineError
-from pipeline.stages import STEPS, artifact
+from pipeline.steps import preprocess, submit
+from pipeline.steps.graph import STEPS, artifact
 
 
 @pytest.fixture

@@ -10,10 +10,21 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import (
+    ROOT,
+    plain_settings,
+    run_cli,
+    sample_rows,
+    train_settings,
+    write_lines,
+)
 
-from conftest import ROOT, plain_settings, run_cli, sample_rows, train_settings, write_lines
-from pipeline import artifacts, model, network, optim, params as params_mod, train
+from pipeline import artifacts
+from pipeline.config import params as params_mod
 from pipeline.errors import PipelineError
+from pipeline.nn import network, optim
+from pipeline.training import ensemble as model
+from pipeline.training import train
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,14 @@ import inspect
 
 import numpy as np
 import pytest
-
 from conftest import plain_settings
-from pipeline import network, train
+
 from pipeline.errors import PipelineError
-from pipeline.augment import CHUNK, Augmenter, smoothing_basis, warp
-from pipeline.feed import epoch_rng
-from pipeline.optim import RMSprop
+from pipeline.nn import network
+from pipeline.nn.optim import RMSprop
+from pipeline.training import train
+from pipeline.training.augment import CHUNK, Augmenter, smoothing_basis, warp
+from pipeline.training.feed import epoch_rng
 
 SIDE = 28
 CENTRE = (SIDE - 1) / 2
@@ -550,7 +551,7 @@ def test_predict_proba_works_a_batch_at_a_time_in_float32(monkeypatch):
 
 
 def test_an_unknown_schedule_names_the_known_ones():
-    from pipeline.schedule import Schedule
+    from pipeline.nn.schedule import Schedule
     with pytest.raises(ValueError, match="expected one of constant, step, cosine"):
         Schedule("linear", 0.01, epochs=3)
 

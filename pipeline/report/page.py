@@ -16,7 +16,8 @@ import json
 
 import numpy as np
 
-from pipeline import image, network
+from pipeline.commands import image
+from pipeline.nn import network
 
 CANVAS = 280            # drawing canvas, pixels a side: 10 per MNIST pixel
 PEN = 18                # pen width on it: about MNIST's stroke once scaled to 20x20

@@ -23,7 +23,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline import artifacts, cache
+from pipeline import artifacts
+from pipeline.engine import cache
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import artifacts, experiments, metrics as metrics_mod, model, page as page_mod
+from pipeline import artifacts
+from pipeline.engine import experiments
 from pipeline.errors import PipelineError
+from pipeline.nn import metrics as metrics_mod
+from pipeline.report import page as page_mod
+from pipeline.training import ensemble as model
 
 log = logging.getLogger(__name__)
 

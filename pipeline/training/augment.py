@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 
-from pipeline import jit
+from pipeline.nn import jit
 
 CHUNK = 256         # images per pass: each temporary (0.8 MB) stays in a 1-2 MB L2 cache
 

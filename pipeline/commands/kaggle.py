@@ -15,8 +15,9 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-from pipeline import artifacts, ingest, submit
+from pipeline import artifacts
 from pipeline.errors import PipelineError
+from pipeline.steps import ingest, submit
 
 log = logging.getLogger(__name__)
 

@@ -43,12 +43,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import feed, ingest, network, optim, params as params_mod, preprocess, train
-from pipeline.augment import Augmenter
-from pipeline.settings import Train
-from pipeline.threads import cores
+from pipeline.config import params as params_mod
+from pipeline.config.sections import Train
+from pipeline.nn import network, optim
+from pipeline.steps import ingest, preprocess
+from pipeline.training import feed, train
+from pipeline.training.augment import Augmenter
+from pipeline.training.threads import cores
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KAGGLE = ROOT.parent / "shared" / "data" / "digit-recognizer"
 KAGGLE_ROWS = (42000, 28000)        # labelled, test
 LIT_FRACTION = 0.19                 # share of non-zero pixels in an MNIST image

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline import artifacts, augment, network
+from pipeline import artifacts
 from pipeline.errors import PipelineError
+from pipeline.nn import network
+from pipeline.training import augment
 
 
 def members(model: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:

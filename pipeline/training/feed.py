@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline import threads
+from pipeline.training import threads
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:

@@ -13,8 +13,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline import model, preprocess
 from pipeline.errors import PipelineError
+from pipeline.steps import preprocess
+from pipeline.training import ensemble as model
 
 SIDE = 28              # the field MNIST digits live in
 BOX = 20               # the box the digit is scaled to fit

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from pipeline import network
+from pipeline.nn import network
 
 N_CLASSES = 10
 Z95 = 1.959964                     # the standard normal's 97.5th percentile

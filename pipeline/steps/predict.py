@@ -6,8 +6,10 @@ import logging
 
 import numpy as np
 
-from pipeline import artifacts, metrics, model
+from pipeline import artifacts
 from pipeline.errors import PipelineError
+from pipeline.nn import metrics
+from pipeline.training import ensemble as model
 
 log = logging.getLogger(__name__)
 

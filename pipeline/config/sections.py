@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, Callable, Iterator, get_type_hints
 
-from pipeline.schedule import Kind
+from pipeline.nn.schedule import Kind
 
 
 def rule(expect: str, check: Callable[[Any], bool]) -> Any:

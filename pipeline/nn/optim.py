@@ -13,7 +13,7 @@ import functools
 
 import numpy as np
 
-from pipeline import jit
+from pipeline.nn import jit
 
 TINY = np.finfo(np.float32).tiny    # 1.18e-38, the smallest normal float32
 FLUSH_EVERY = 32                    # steps between flushes of subnormal values

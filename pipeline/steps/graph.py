@@ -10,8 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline import ingest, predict, preprocess, progress, report, settings, submit, train
-from pipeline.params import SCHEMA
+from pipeline import progress
+from pipeline.config import sections as settings
+from pipeline.config.params import SCHEMA
+from pipeline.report import figures as report
+from pipeline.steps import ingest, predict, preprocess, submit
+from pipeline.training import train
 
 STAGES = ("ingest", "preprocess", "train", "predict", "submit", "report")
 
@@ -32,9 +36,10 @@ class Step:
 
 
 def code(*modules: str) -> tuple[str, ...]:
-    """A step's code: its modules, plus artifacts.py, through which every step
-    reads and writes."""
-    return tuple(f"pipeline.{m}" for m in modules) + ("pipeline.artifacts",)
+    """A step's code, as paths from the project's folder: its modules ("nn/network"
+    for pipeline/nn/network.py), plus artifacts.py, through which every step reads
+    and writes."""
+    return tuple(f"pipeline/{m}.py" for m in modules) + ("pipeline/artifacts.py",)
 
 
 def artifact(params: dict, stage: str, filename: str) -> Path:
@@ -78,49 +83,53 @@ _report = _files("report", *(f"{name}.png" for name in report.FIGURES), "index.h
 TRAIN_KEYS = tuple(k for k in SCHEMA if k.startswith("train."))
 
 STEPS: tuple[Step, ...] = (
-    Step("ingest:train", "ingest", (), code("ingest"),
+    Step("ingest:train", "ingest", (), code("steps/ingest"),
          deps=lambda p: {"csv": _data(p)[0]},
          outs=_ingest_train,
          run=lambda p, d, o: progress.shown(f"ingest {d['csv'].name}", ingest.run_train,
                                             d["csv"], o["train_images"], o["train_labels"])),
-    Step("ingest:test", "ingest", (), code("ingest"),
+    Step("ingest:test", "ingest", (), code("steps/ingest"),
          deps=lambda p: {"csv": _data(p)[1]},
          outs=_ingest_test,
          run=lambda p, d, o: progress.shown(f"ingest {d['csv'].name}", ingest.run_test,
                                             d["csv"], o["test_images"])),
     Step("preprocess:train", "preprocess", ("seed", "preprocess.val_fraction"),
-         code("preprocess"),
+         code("steps/preprocess"),
          deps=_ingest_train,
          outs=_pre_train,
          run=lambda p, d, o: preprocess.run_train(
              d["train_images"], d["train_labels"], o, seed=p["seed"],
              val_fraction=p["preprocess.val_fraction"])),
-    Step("preprocess:test", "preprocess", (), code("preprocess"),
+    Step("preprocess:test", "preprocess", (), code("steps/preprocess"),
          deps=_ingest_test,
          outs=_pre_test,
          run=lambda p, d, o: preprocess.run_test(d["test_images"], o["test_x"])),
     Step("train", "train", ("seed",) + TRAIN_KEYS,
-         code("train", "network", "optim", "augment", "schedule", "checkpoint", "metrics",
-              "settings", "feed", "threads", "jit"),
+         code("training/train", "nn/network", "nn/optim", "training/augment", "nn/schedule",
+              "training/checkpoint", "nn/metrics", "config/sections", "training/feed",
+              "training/threads", "nn/jit"),
          deps=_pre_train,
          outs=_train,
          run=lambda p, d, o: train.run(d, o, seed=p["seed"], cfg=settings.Train.of(p)),
          scratch=lambda p: [train.checkpoint_path(_train(p)["model"])]),
     Step("predict", "predict", ("predict.batch_size", "predict.tta_shift"),
-         code("predict", "model", "network", "augment", "metrics", "jit"),
+         code("steps/predict", "training/ensemble", "nn/network", "training/augment",
+              "nn/metrics", "nn/jit"),
          deps=lambda p: {"model": _train(p)["model"], "train_metrics": _train(p)["metrics"],
                          "test_x": _pre_test(p)["test_x"],
                          "val_x": _pre_train(p)["val_x"], "val_y": _pre_train(p)["val_y"]},
          outs=lambda p: {**_predict(p), "metrics": metrics_path(p)},
          run=lambda p, d, o: predict.run(d, o, batch_size=p["predict.batch_size"],
                                          tta_shift=p["predict.tta_shift"])),
-    Step("submit", "submit", (), code("submit"),
+    Step("submit", "submit", (), code("steps/submit"),
          deps=lambda p: {"test_labels": _predict(p)["test_labels"]},
          outs=lambda p: {"submission": submission_path(p)},
          run=lambda p, d, o: submit.run(d["test_labels"], o["submission"])),
     # Last, so that a failure drawing figures never holds back the submission.
-    Step("report", "report", (), code("report", "metrics", "model", "network", "augment", "jit",
-                                      "page", "image", "preprocess", "experiments", "cache"),
+    Step("report", "report", (),
+         code("report/figures", "nn/metrics", "training/ensemble", "nn/network",
+              "training/augment", "nn/jit", "report/page", "commands/image", "steps/preprocess",
+              "engine/experiments", "engine/cache"),
          deps=lambda p: {"history": _train(p)["history"], "model": _train(p)["model"],
                          "train_metrics": _train(p)["metrics"],
                          "val_x": _pre_train(p)["val_x"], "val_y": _pre_train(p)["val_y"],

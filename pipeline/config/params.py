@@ -17,7 +17,7 @@ from typing import Any, Callable, Literal, Union, get_args, get_origin
 
 import yaml
 
-from pipeline import settings
+from pipeline.config import sections as settings
 from pipeline.errors import PipelineError
 
 

@@ -17,14 +17,16 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline import artifacts, checkpoint, metrics, network, progress, threads
-from pipeline.augment import Augmenter
-from pipeline.checkpoint import Progress
+from pipeline import artifacts, progress
+from pipeline.config.sections import Train
 from pipeline.errors import PipelineError
-from pipeline.feed import epoch_rng, feed_for, in_line
-from pipeline.optim import RMSprop
-from pipeline.schedule import Schedule
-from pipeline.settings import Train
+from pipeline.nn import metrics, network
+from pipeline.nn.optim import RMSprop
+from pipeline.nn.schedule import Schedule
+from pipeline.training import checkpoint, threads
+from pipeline.training.augment import Augmenter
+from pipeline.training.checkpoint import Progress
+from pipeline.training.feed import epoch_rng, feed_for, in_line
 
 log = logging.getLogger(__name__)
 

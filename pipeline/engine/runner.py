@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import importlib.util
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import artifacts, cache, sources
+from pipeline import artifacts, sources
+from pipeline.engine import cache
 from pipeline.errors import PipelineError
-from pipeline.stages import STAGES, STEPS, Step
+from pipeline.steps.graph import STAGES, STEPS, Step
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Status:
 
 
 def _source(name: str) -> bytes:
-    return Path(importlib.util.find_spec(name).origin).read_bytes()
+    return (sources.ROOT / name).read_bytes()
 
 
 def code_hash(modules: tuple[str, ...]) -> str:
@@ -240,7 +240,7 @@ class Runner:
             if edited:
                 log.warning("%s: %s changed while this run was going; %s ran the code as "
                             "it was loaded and will rerun on the next run", step.name,
-                            ", ".join(m.replace(".", "/") + ".py" for m in edited), step.name)
+                            ", ".join(edited), step.name)
             record = {**self.fingerprint(step, dep_states),
                       "outs": {name: self._state(path) for name, path in outs.items()}}
             if step.name in cache.STEPS and step.name not in restored:

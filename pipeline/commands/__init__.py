@@ -1,0 +1,1 @@
+"""Commands that are not stages: predict-image and the Kaggle round trip."""

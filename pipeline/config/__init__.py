@@ -1,0 +1,1 @@
+"""Params: loading and checking params.yaml, and the typed sections."""

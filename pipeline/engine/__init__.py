@@ -1,0 +1,1 @@
+"""Running the graph: the runner, fingerprints, the run cache and the runs log."""

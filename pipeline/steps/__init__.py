@@ -1,0 +1,1 @@
+"""The stages, one module each, and the graph that ties them (graph.py)."""
