@@ -13,11 +13,11 @@ from conftest import ROOT, make_params, run_cli, sample_rows, write_lines
 from pipeline import artifacts, cli
 from pipeline.engine import cache, experiments, runner
 from pipeline.steps.graph import STEPS
-from pipeline.training import train
+from pipeline.steps import train as train_step
 
 TRAIN_OUTS = ("model.npz", "history.csv", "metrics.json", "timing.json")
 UNTIL_SUBMIT = [s for s in STEPS if s.stage != "report"]       # the report adds nothing here
-TRAIN_CODE = "pipeline/training/train.py"
+TRAIN_CODE = "pipeline/steps/train.py"
 
 
 @pytest.fixture
@@ -25,12 +25,12 @@ def pipeline(tmp_path, tiny_csvs, monkeypatch):
     """run(*overrides, force=False) runs every step with a journal, as the command line
     does, and returns the names of the steps that ran; `trained` counts the trainings
     (a restore from the run cache is not one)."""
-    real, trained = train.run, []
+    real, trained = train_step.train, []
 
     def counting(*args, **kwargs):
         trained.append(1)
         return real(*args, **kwargs)
-    monkeypatch.setattr(train, "run", counting)
+    monkeypatch.setattr(train_step, "train", counting)
 
     def run(*overrides, force=False):
         params = make_params(tmp_path, *tiny_csvs, "train.hidden=8", *overrides)
@@ -327,7 +327,7 @@ def test_restore_refuses_a_run_whose_code_changed_since(tmp_path, tiny_csvs, mon
     monkeypatch.setattr(runner, "loaded_code_hash",
                         lambda mods: real(mods) + ("+edit" if TRAIN_CODE in mods else ""))
     monkeypatch.setattr(runner, "code_hash", runner.loaded_code_hash)
-    monkeypatch.setattr(train, "run", lambda *a, **k: trained.append(1))
+    monkeypatch.setattr(train_step, "train", lambda *a, **k: trained.append(1))
     capsys.readouterr()
     assert cli.main(["restore", "1", *args]) == 1
     err = capsys.readouterr().err

@@ -161,7 +161,7 @@ def test_fit_shifts_in_line_or_through_a_feed_to_the_same_weights(monkeypatch):
     thread either way, the weights are the same."""
     from threadpoolctl import threadpool_limits
 
-    from pipeline.training import train
+    from pipeline.training import fit as fit_mod
 
     rng = np.random.default_rng(0)
     X, y = rng.random((200, 784), dtype=np.float32), rng.integers(0, 10, 200)
@@ -172,7 +172,7 @@ def test_fit_shifts_in_line_or_through_a_feed_to_the_same_weights(monkeypatch):
     def fitted():
         with threadpool_limits(1, user_api="blas"), monkeypatch.context() as patch:
             patch.setattr(InLine, "rows", lambda self, *a: made.append(1) or real(self, *a))
-            params, _ = train.fit(X[:160], y[:160], X[160:], y[160:], cfg,
+            params, _ = fit_mod.fit(X[:160], y[:160], X[160:], y[160:], cfg,
                                   rng=np.random.default_rng(0), feed_ahead=False)
         return params
 
@@ -191,7 +191,7 @@ def test_fit_ends_with_the_same_weights_with_the_feed_ahead_or_not(monkeypatch):
     # One BLAS thread either way: the thread count itself may change the last bits.
     from threadpoolctl import threadpool_limits
 
-    from pipeline.training import train
+    from pipeline.training import fit as fit_mod
 
     rng = np.random.default_rng(0)
     X, y = rng.random((200, 784), dtype=np.float32), rng.integers(0, 10, 200)
@@ -200,7 +200,7 @@ def test_fit_ends_with_the_same_weights_with_the_feed_ahead_or_not(monkeypatch):
         monkeypatch.setattr(threads, "cores", lambda: cores)
         cfg = train_settings(hidden=16, epochs=3, batch_size=32, augment_rotate=5.0)
         with threadpool_limits(1, user_api="blas"):
-            params, _ = train.fit(X[:160], y[:160], X[160:], y[160:], cfg,
+            params, _ = fit_mod.fit(X[:160], y[:160], X[160:], y[160:], cfg,
                                   rng=np.random.default_rng(0))
         return params
 

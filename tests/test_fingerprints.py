@@ -23,18 +23,18 @@ from pipeline.config import params as params_mod
 from pipeline.engine import cache, runner
 from pipeline.errors import PipelineError
 from pipeline.steps.graph import STEPS
-from pipeline.training import train
+from pipeline.steps import train as train_step
 
 NAMES = [s.name for s in STEPS]
 BASE = ["train.hidden=8", "train.epochs=1", "data.sample=null"]
 
 # Params a step reads: those its stage function is called with.
-STAGE_FUNCTION_ARGS = {"inputs", "out", "images", "labels"}
+STAGE_FUNCTION_ARGS = {"deps", "outs"}
 
 
 def arguments(function, section: str) -> set[str]:
     """The params `function` takes, as dotted keys of `section`: one per argument, or
-    each field of an argument that is a settings dataclass (train.run's cfg)."""
+    each field of an argument that is a settings dataclass (train_step.train's cfg)."""
     types = typing.get_type_hints(function)
     keys = set()
     for arg in inspect.signature(function).parameters:
@@ -48,7 +48,7 @@ def arguments(function, section: str) -> set[str]:
 
 READS = {name: set() for name in NAMES}
 READS["preprocess:train"] = {"seed", "preprocess.val_fraction"}
-READS["train"] = {"seed"} | arguments(train.run, "train")
+READS["train"] = {"seed"} | arguments(train_step.train, "train")
 READS["predict"] = {"predict.batch_size", "predict.tta_shift"}
 
 # Every param that is a value rather than a place gets changed; `outputs` and `data.*`
@@ -81,8 +81,6 @@ PACKAGE = ROOT / "pipeline"
 MODULES = {".".join(p.relative_to(ROOT).with_suffix("").parts): p.relative_to(ROOT).as_posix()
            for p in PACKAGE.rglob("*.py") if p.stem != "__init__"}
 NO_OUTPUT = {"pipeline/errors.py", "pipeline/progress.py", "pipeline/sources.py"}
-# The module holding each stage's entry.
-STAGE_MODULE = {"train": "pipeline.training.train", "report": "pipeline.report.figures"}
 
 
 def imported(module: str) -> set[str]:
@@ -109,8 +107,7 @@ def runs(module: str) -> set[str]:
     return {MODULES[name] for name in found}
 
 
-CODE = {s.name: runs(STAGE_MODULE.get(s.stage, f"pipeline.steps.{s.stage}")) - NO_OUTPUT
-        for s in STEPS}
+CODE = {s.name: runs(f"pipeline.steps.{s.stage}") - NO_OUTPUT for s in STEPS}
 
 
 def load_params(folder: Path, *overrides: str) -> dict:
@@ -369,12 +366,12 @@ def test_unchanged_files_are_not_read_again(built, monkeypatch):
 
 def test_the_code_of_each_step_is_what_its_stage_imports():
     # The expectations above are not empty by accident.
-    assert CODE["train"] >= {"pipeline/training/train.py", "pipeline/nn/network.py",
+    assert CODE["train"] >= {"pipeline/steps/train.py", "pipeline/nn/network.py",
                              "pipeline/nn/optim.py", "pipeline/training/augment.py",
                              "pipeline/nn/schedule.py", "pipeline/artifacts.py"}
     assert CODE["ingest:train"] >= {"pipeline/steps/ingest.py", "pipeline/artifacts.py"}
     assert {"train.lr", "train.epochs", "train.distill_weight"} <= READS["train"]
-    assert "pipeline/training/train.py" not in CODE["predict"]
+    assert "pipeline/steps/train.py" not in CODE["predict"]
     assert "pipeline/engine/runner.py" not in CODE["train"]
 
 

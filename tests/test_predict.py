@@ -32,7 +32,7 @@ def files(tmp_path, rng):
 
 def test_ensemble_averages_the_members_softmax(files):
     nets, paths, out = files
-    predict.run(paths, out, batch_size=7, tta_shift=0.0)
+    predict.predict(paths, out, batch_size=7, tta_shift=0.0)
     X = np.load(paths["test_x"])
     expected = (network.predict_proba(nets[0], X) + network.predict_proba(nets[1], X)) / 2
     np.testing.assert_allclose(np.load(out["test_probs"]), expected, rtol=1e-5)
@@ -51,7 +51,7 @@ def moved(X: np.ndarray, dx: int, dy: int) -> np.ndarray:
 
 def test_test_time_augmentation_averages_the_image_and_four_moved_copies(files):
     nets, paths, out = files
-    predict.run(paths, out, batch_size=7, tta_shift=1.0)
+    predict.predict(paths, out, batch_size=7, tta_shift=1.0)
     X = np.load(paths["test_x"])
     copies = [X] + [moved(X, dx, dy) for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1))]
     np.testing.assert_array_equal(model.shifted_copies(X, 1.0)[1:], copies[1:])
@@ -75,7 +75,7 @@ def test_without_test_time_augmentation_nothing_is_moved(files):
 
 def test_metrics_json_scores_the_validation_probabilities(files):
     _, paths, out = files
-    predict.run(paths, out, batch_size=4096, tta_shift=0.0)
+    predict.predict(paths, out, batch_size=4096, tta_shift=0.0)
     scores = artifacts.load_json(out["metrics"])
     probs, y = np.load(out["val_probs"]), np.load(paths["val_y"])
     assert scores["val_accuracy"] == pytest.approx((probs.argmax(axis=1) == y).mean(), abs=1e-6)
@@ -83,7 +83,7 @@ def test_metrics_json_scores_the_validation_probabilities(files):
     assert scores["val_rows"] == 40 and scores["val_held_out"] is True
     # What train recorded for this model, whatever the params say today.
     artifacts.write_json(paths["train_metrics"], {"val_held_out": False})
-    predict.run(paths, out, batch_size=4096, tta_shift=0.0)
+    predict.predict(paths, out, batch_size=4096, tta_shift=0.0)
     assert artifacts.load_json(out["metrics"])["val_held_out"] is False
     assert sum(sum(row.values()) for row in scores["confusion_matrix"].values()) == 40
 
@@ -92,7 +92,7 @@ def test_labels_that_do_not_match_the_images_stop_with_both_paths(files):
     _, paths, out = files
     np.save(paths["val_y"], np.zeros(39, np.int64))
     with pytest.raises(PipelineError, match=r"val_y\.npy has 39 labels for 40 validation images"):
-        predict.run(paths, out, batch_size=4096, tta_shift=0.0)
+        predict.predict(paths, out, batch_size=4096, tta_shift=0.0)
     assert not out["metrics"].exists()
 
 
@@ -102,7 +102,7 @@ def test_a_model_with_non_finite_weights_is_refused_by_name(files):
     model["W2"][1, 3, 4] = np.nan
     artifacts.save_arrays(paths["model"], **model)
     with pytest.raises(PipelineError, match=r"model\.npz: the weights are not finite .* in W2"):
-        predict.run(paths, out, batch_size=4096, tta_shift=0.0)
+        predict.predict(paths, out, batch_size=4096, tta_shift=0.0)
     assert not any(p.exists() for p in out.values())
 
 
@@ -117,5 +117,5 @@ def test_a_model_whose_arrays_do_not_fit_is_refused_by_name(files, change, found
     change(model)
     artifacts.save_arrays(paths["model"], **model)
     with pytest.raises(PipelineError, match=r"model\.npz: .*" + re.escape(found)):
-        predict.run(paths, out, batch_size=4096, tta_shift=0.0)
+        predict.predict(paths, out, batch_size=4096, tta_shift=0.0)
     assert not any(p.exists() for p in out.values())

@@ -84,7 +84,7 @@ def test_code_change_reruns_the_step(setup, monkeypatch):
     run()
     real = runner.code_hash
     monkeypatch.setattr(runner, "code_hash",
-                        lambda mods: real(mods) + ("x" if "pipeline/training/train.py" in mods
+                        lambda mods: real(mods) + ("x" if "pipeline/steps/train.py" in mods
                                                    else ""))
     assert run()[0] == "train"
 

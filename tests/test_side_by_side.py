@@ -8,7 +8,7 @@ import pytest
 from conftest import train_settings
 
 from pipeline.nn import network
-from pipeline.training import checkpoint, threads, train
+from pipeline.training import checkpoint, members, threads
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def data():
 
 
 CFG = dict(hidden=16, epochs=3, batch_size=32, augment_rotate=5.0, members=3)
-FIT = train.fit
+FIT = members.fit
 
 
 def trained(data, tmp_path, monkeypatch, at_once, seen=None, meet=None, **changes):
@@ -42,10 +42,10 @@ def trained(data, tmp_path, monkeypatch, at_once, seen=None, meet=None, **change
                 meet.wait()
         return FIT(*args, on_epoch=shown, **kwargs)
 
-    monkeypatch.setattr(train, "fit", watched)
+    monkeypatch.setattr(members, "fit", watched)
     cfg = train_settings(**{**CFG, **changes})
     with threadpool_limits(2, user_api="blas"):
-        nets, history = train.train_networks(*data, seed=0, networks=cfg.members, cfg=cfg,
+        nets, history = members.train_networks(*data, seed=0, networks=cfg.members, cfg=cfg,
                                              saved_at=tmp_path / "checkpoint.npz", stamp="s",
                                              side=(at_once, 1))
     return nets, history, names
@@ -73,20 +73,20 @@ def test_side_by_side_needs_distortions_a_spare_core_and_a_global_limit(monkeypa
     for cores, blas, expected in [(2, 2, (2, 1)), (4, 4, (1, 3)), (8, 1, (5, 1)), (1, 1, (1, 1))]:
         monkeypatch.setattr(threads, "cores", lambda: cores)
         monkeypatch.setattr(threads, "blas_threads", lambda: blas)
-        assert train.side_by_side(best) == expected, (cores, blas)
+        assert members.side_by_side(best) == expected, (cores, blas)
     plain = train_settings(augment_shift=0.0, augment_rotate=0.0, members=5).plain()
-    assert train.side_by_side(plain) == (1, 1)          # one at a time, every BLAS thread
+    assert members.side_by_side(plain) == (1, 1)          # one at a time, every BLAS thread
     monkeypatch.setattr(threads, "limit_is_global", lambda: False)     # an OpenMP BLAS
-    assert train.side_by_side(best) == (1, 1)
+    assert members.side_by_side(best) == (1, 1)
     monkeypatch.setattr(threads, "blas_threads", lambda: None)         # no threadpoolctl
-    assert train.side_by_side(best) == (1, 1)
+    assert members.side_by_side(best) == (1, 1)
     monkeypatch.setattr(threads, "limit_is_global", lambda: True)
     monkeypatch.setattr(threads, "cores", lambda: 2)
     monkeypatch.setattr(threads, "blas_threads", lambda: 2)
     shifts = train_settings(augment_shift=1.0, augment_rotate=0.0, members=5)
-    assert train.side_by_side(shifts) == (1, 2)         # made in line: no feed to leave a core
+    assert members.side_by_side(shifts) == (1, 2)         # made in line: no feed to leave a core
     monkeypatch.setattr(threads, "blas_threads", lambda: 1)
-    assert train.side_by_side(shifts) == (2, 1)         # a core to spare: side by side
+    assert members.side_by_side(shifts) == (2, 1)         # a core to spare: side by side
 
 
 def test_a_stopped_side_by_side_run_resumes_both_members(data, tmp_path, monkeypatch):

@@ -24,7 +24,11 @@ from pipeline.config import params as params_mod
 from pipeline.errors import PipelineError
 from pipeline.nn import network, optim
 from pipeline.training import ensemble as model
-from pipeline.training import train
+from pipeline.training import crossval
+from pipeline.training import fit as fit_mod
+from pipeline.training import members
+from pipeline.training import splits
+from pipeline.steps import train as train_step
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +39,13 @@ def digits():
     return X[:240], y[:240], X[240:], y[240:]
 
 
-def fit(digits, seed=0, on_progress=None, resume=None, **changes):
+def fit(digits, seed=0, on_snapshot=None, resume=None, **changes):
     """fit a small plain network (Train.plain), with `changes` to its settings."""
     X, y, X_val, y_val = digits
     cfg = plain_settings(**{**dict(hidden=16, epochs=3, batch_size=32, lr=1e-3,
                                    rms_decay=0.9, eps=1e-8, l2=1e-5), **changes})
-    return train.fit(X, y, X_val, y_val, cfg, rng=np.random.default_rng(seed),
-                     on_progress=on_progress, resume=resume)
+    return fit_mod.fit(X, y, X_val, y_val, cfg, rng=np.random.default_rng(seed),
+                     on_snapshot=on_snapshot, resume=resume)
 
 
 def same(a: dict, b: dict) -> bool:
@@ -73,7 +77,7 @@ def test_keep_best_returns_the_best_epoch_weights(digits):
     # A large rate makes validation accuracy jump about from epoch to epoch.
     params, history = fit(digits, epochs=6, lr=0.05, keep_best=True)
     accuracy = (network.predict_proba(params, X_val).argmax(axis=1) == y_val).mean()
-    best = train.best_epoch(history)
+    best = fit_mod.best_epoch(history)
     assert accuracy == history[best - 1]["val_accuracy"] == max(r["val_accuracy"] for r in history)
     last, _ = fit(digits, epochs=6, lr=0.05)
     assert same(last, params) == (best == 6)
@@ -100,7 +104,7 @@ def test_a_far_too_large_rate_is_divergence_even_with_a_finite_loss(digits, lr, 
 
 def test_dropout_zeroes_about_rate_and_keeps_the_mean():
     X = np.ones((200, 784), np.float32)
-    train.dropout_(X, 0.25, np.random.default_rng(0))
+    fit_mod.dropout_(X, 0.25, np.random.default_rng(0))
     assert set(np.unique(X)) == {0.0, np.float32(1 / 0.75)}
     assert (X == 0).mean() == pytest.approx(0.25, abs=0.01)
     assert X.mean() == pytest.approx(1.0, abs=0.02)
@@ -109,7 +113,7 @@ def test_dropout_zeroes_about_rate_and_keeps_the_mean():
 def test_max_norm_caps_only_the_long_columns():
     params = {"W1": np.array([[3.0, 0.3], [4.0, 0.4]], np.float32),
               "W2": np.array([[3.0], [4.0]], np.float32)}
-    train.max_norm_(params, 2.0)
+    fit_mod.max_norm_(params, 2.0)
     np.testing.assert_allclose(params["W1"], [[1.2, 0.3], [1.6, 0.4]], rtol=1e-6)
     np.testing.assert_array_equal(params["W2"], np.float32([[3.0], [4.0]]))   # hidden units only
 
@@ -124,14 +128,14 @@ def test_dropout_and_max_norm_train(digits):
 
 def run_stage(tmp_path, digits, **changes):
     """Run the train stage on `digits` with params.yaml's train section, a small
-    network, and `changes` (not checked, as for a direct caller of train.run)."""
+    network, and `changes` (not checked, as for a direct caller of train_step.run)."""
     inputs = {}
     for name, array in zip(("train_x", "train_y", "val_x", "val_y"), digits):
         inputs[name] = tmp_path / "preprocess" / f"{name}.npy"
         artifacts.save_array(inputs[name], array)
     out = {name: tmp_path / "train" / name for name in ("model.npz", "history.csv",
                                                         "metrics.json", "timing.json")}
-    train.run(inputs, {"model": out["model.npz"], "history": out["history.csv"],
+    train_step.train(inputs, {"model": out["model.npz"], "history": out["history.csv"],
                        "metrics": out["metrics.json"], "timing": out["timing.json"]}, seed=0,
               cfg=train_settings(**{"hidden": 16, "epochs": 2, "batch_size": 32, **changes}))
     return (artifacts.load_arrays(out["model.npz"]), out["history.csv"].read_text(),
@@ -151,14 +155,14 @@ def test_ensemble_probabilities_are_the_mean_of_its_members(tmp_path, digits):
     assert metrics["member_val_accuracy"] == [(p.argmax(axis=1) == y_val).mean() for p in each]
     assert metrics["members"] == 3 and metrics["val_held_out"] is True
     lines = history.splitlines()
-    assert lines[0].split(",") == list(train.HISTORY_COLUMNS)
+    assert lines[0].split(",") == list(train_step.HISTORY_COLUMNS)
     assert [line.split(",")[-1] for line in lines[1:]] == ["0", "0", "1", "1", "2", "2"]
     # Wall-clock times only in timing.json, which no later step reads.
     assert "seconds" not in lines[0] and not any("seconds" in k for k in metrics)
     timing = artifacts.load_json(tmp_path / "three" / "train" / "timing.json")
     assert [len(member) for member in timing["epoch_seconds"]] == [2, 2, 2]
-    # Members may train side by side (train.side_by_side), so their epochs overlap.
-    at_once = train.side_by_side(train_settings(hidden=16, epochs=2, batch_size=32,
+    # Members may train side by side (members.side_by_side), so their epochs overlap.
+    at_once = members.side_by_side(train_settings(hidden=16, epochs=2, batch_size=32,
                                                 members=3))[0]
     epochs_seconds = sum(map(sum, timing["epoch_seconds"]))
     assert timing["train_seconds"] >= epochs_seconds / at_once - 1e-3
@@ -182,7 +186,7 @@ def test_all_rows_says_validation_is_not_held_out(tmp_path, digits, caplog):
 
 @pytest.mark.parametrize("option", [{"keep_best": True}, {"patience": 3}])
 def test_all_rows_refuses_to_choose_epochs_on_trained_rows(tmp_path, digits, option):
-    # params.load refuses this pair first (test_params.py); train.run checks again for
+    # params.load refuses this pair first (test_params.py); train_step.run checks again for
     # callers that skip it, as this test does.
     with pytest.raises(PipelineError, match="all_rows"):
         run_stage(tmp_path, digits, all_rows=True, **option)
@@ -212,7 +216,7 @@ def test_training_leaves_no_subnormal_weight_or_state(monkeypatch, tmp_path):
     X, y = (rows[:, 1:] / 255).astype(np.float32), rows[:, 0]
     seen = []                                   # after each step: subnormal counts
 
-    class Watched(train.RMSprop):
+    class Watched(fit_mod.RMSprop):
         def __init__(self, params, **kw):
             super().__init__(params, **kw)
             self.params = params
@@ -223,18 +227,18 @@ def test_training_leaves_no_subnormal_weight_or_state(monkeypatch, tmp_path):
             self.counts = getattr(self, "counts", []) + [
                 (optim.count_subnormal(params), optim.count_subnormal(self.mean_sq))]
 
-    monkeypatch.setattr(train, "RMSprop", Watched)
+    monkeypatch.setattr(fit_mod, "RMSprop", Watched)
     cfg = plain_settings(hidden=64, epochs=4, batch_size=32, lr=2e-3, rms_decay=0.9, eps=1e-8,
                          l2=1e-5)
 
     monkeypatch.setattr(Watched, "flush", lambda self, params: None)
-    train.fit(X[:900], y[:900], X[900:], y[900:], cfg, rng=np.random.default_rng(0))
+    fit_mod.fit(X[:900], y[:900], X[900:], y[900:], cfg, rng=np.random.default_rng(0))
     unflushed = seen.pop()
     assert sum(unflushed.counts[-1]) > 100, "the control run made no subnormal values"
 
     monkeypatch.undo()
-    monkeypatch.setattr(train, "RMSprop", Watched)
-    params, _ = train.fit(X[:900], y[:900], X[900:], y[900:], cfg, rng=np.random.default_rng(0))
+    monkeypatch.setattr(fit_mod, "RMSprop", Watched)
+    params, _ = fit_mod.fit(X[:900], y[:900], X[900:], y[900:], cfg, rng=np.random.default_rng(0))
     opt = seen.pop()
     # Between flushes a value may be subnormal for at most FLUSH_EVERY steps.
     assert all(c == (0, 0) for c in opt.counts[optim.FLUSH_EVERY - 1::optim.FLUSH_EVERY])
@@ -254,7 +258,7 @@ def test_fit_resumed_from_any_epoch_ends_as_if_never_stopped(digits):
     def keep(now):
         saved.append(copy.deepcopy(now))
 
-    whole, history = fit(digits, on_progress=keep, **options)
+    whole, history = fit(digits, on_snapshot=keep, **options)
     assert [p.epoch for p in saved] == [1, 2, 3, 4]
     again, rest = fit(digits, seed=99, resume=saved[1], **options)     # the seed is restored
     assert same(whole, again)
@@ -293,7 +297,7 @@ def test_a_killed_training_resumes_from_its_last_epoch(tmp_path):
 @pytest.mark.parametrize("k", [2, 3, 7])
 def test_stratified_folds_hold_every_row_once_and_each_class_evenly(k):
     labels = np.random.default_rng(0).integers(0, 10, 503)
-    fold = train.stratified_folds(labels, k, np.random.default_rng(1))
+    fold = splits.stratified_folds(labels, k, np.random.default_rng(1))
     assert fold.shape == labels.shape and set(fold) == set(range(k))   # one fold per row
     for cls in range(10):
         counts = np.bincount(fold[labels == cls], minlength=k)
@@ -312,7 +316,7 @@ def test_cross_validation_scores_each_row_once_on_a_network_that_never_saw_it(di
         assert not any(r.tobytes() in held for r in X_fit)
         return fit((X_fit, y_fit, X_held, y_held), epochs=2)[0]
 
-    cv = train.cross_validate(X, y, 3, np.random.default_rng(0), train_one)
+    cv = crossval.cross_validate(X, y, 3, np.random.default_rng(0), train_one)
     assert [i for i, _, _ in seen] == [0, 1, 2]
     assert sum(n_held for _, _, n_held in seen) == len(y) == cv["rows"] == 300
     assert cv["mean"] == pytest.approx(np.mean(cv["fold_accuracy"]), abs=1e-6)
@@ -352,14 +356,14 @@ def test_a_distilled_student_learns_the_ensembles_outputs(sample_split):
     X, y, X_held, y_held = sample_split
     cfg = plain_settings(hidden=64, epochs=4, batch_size=64, lr=2e-3, rms_decay=0.9, eps=1e-8,
                          l2=1e-5, augment_shift=1.0)
-    teachers = [train.fit(X, y, X_held, y_held, cfg, rng=np.random.default_rng(k))[0]
+    teachers = [fit_mod.fit(X, y, X_held, y_held, cfg, rng=np.random.default_rng(k))[0]
                 for k in range(3)]
-    teach = train.soft_targets(teachers, 3.0)
+    teach = members.soft_targets(teachers, 3.0)
     student_cfg = dataclasses.replace(cfg, distill_temperature=3.0, distill_weight=1.0)
-    student, _ = train.fit(X, y, X_held, y_held, student_cfg, rng=np.random.default_rng(9),
+    student, _ = fit_mod.fit(X, y, X_held, y_held, student_cfg, rng=np.random.default_rng(9),
                            teacher=teach)
     # The same settings without a teacher: no distillation.
-    alone, _ = train.fit(X, y, X_held, y_held, student_cfg, rng=np.random.default_rng(9))
+    alone, _ = fit_mod.fit(X, y, X_held, y_held, student_cfg, rng=np.random.default_rng(9))
     untrained = network.init_params(np.random.default_rng(9), 784, 64, 10)
     targets = teach(X_held)
 
@@ -375,7 +379,7 @@ def test_a_distilled_student_learns_the_ensembles_outputs(sample_split):
 def test_a_teacher_without_a_temperature_is_refused(digits):
     X, y, X_val, y_val = digits
     with pytest.raises(ValueError, match="distill_temperature > 0"):
-        train.fit(X, y, X_val, y_val, plain_settings(hidden=8, epochs=1),
+        fit_mod.fit(X, y, X_val, y_val, plain_settings(hidden=8, epochs=1),
                   rng=np.random.default_rng(0), teacher=lambda images: None)
 
 

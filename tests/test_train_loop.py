@@ -1,4 +1,4 @@
-"""What `train.fit` trains on, and the distortions it draws.
+"""What `fit_mod.fit` trains on, and the distortions it draws.
 
 Each epoch must train on every row exactly once, with its own label, in a new order,
 the last partial batch included; with augmentation, on a fresh distortion of every
@@ -20,7 +20,7 @@ from conftest import plain_settings
 from pipeline.errors import PipelineError
 from pipeline.nn import network
 from pipeline.nn.optim import RMSprop
-from pipeline.training import train
+from pipeline.training import fit as fit_mod
 from pipeline.training.augment import CHUNK, Augmenter, smoothing_basis, warp
 from pipeline.training.feed import epoch_rng
 
@@ -63,9 +63,9 @@ def given(augment=None, rate=None):
     whatever its settings say (each when given)."""
     with pytest.MonkeyPatch.context() as patch:
         if augment is not None:
-            patch.setattr(train, "augmenter", lambda cfg, side: augment)
+            patch.setattr(fit_mod, "augmenter", lambda cfg, side: augment)
         if rate is not None:
-            patch.setattr(train, "Schedule", lambda *args: rate)
+            patch.setattr(fit_mod, "Schedule", lambda *args: rate)
         yield
 
 
@@ -78,7 +78,7 @@ def fit_epochs(data, batches, epochs=3, batch_size=8, augment=None, rate=None, *
     cfg = plain_settings(**{**dict(hidden=4, epochs=epochs, batch_size=batch_size, lr=1e-3,
                                    rms_decay=0.9, eps=1e-8, l2=0.0), **changes})
     with given(augment, rate):
-        params, history = train.fit(X, y, X_val, y_val, cfg, rng=np.random.default_rng(1),
+        params, history = fit_mod.fit(X, y, X_val, y_val, cfg, rng=np.random.default_rng(1),
                                     on_epoch=lambda row: ends.append(len(batches)))
     starts = [0] + ends[:-1]
     return params, history, [batches[a:b] for a, b in zip(starts, ends)]
@@ -425,7 +425,7 @@ def test_fit_takes_the_steps_of_the_loop_written_out():
     l2, lr, batch = 1e-2, 1e-2, 16
     cfg = plain_settings(hidden=8, epochs=2, batch_size=batch, lr=lr, rms_decay=0.9,
                          eps=1e-8, l2=l2, schedule="constant")
-    fitted, _ = train.fit(X, y, X_val, y_val, cfg, rng=np.random.default_rng(3))
+    fitted, _ = fit_mod.fit(X, y, X_val, y_val, cfg, rng=np.random.default_rng(3))
 
     rng = np.random.default_rng(3)
     flat, params = network.pack(network.init_params(rng, SIDE * SIDE, 8, 10))
@@ -484,7 +484,7 @@ def fit_once(augment=None, teacher=None, **changes):
     cfg = plain_settings(**{**dict(hidden=4, epochs=1, batch_size=32, lr=1e-3, rms_decay=0.9,
                                    eps=1e-8, l2=0.0), **changes})
     with given(augment):
-        return train.fit(X, y, X_val, y_val, cfg, rng=np.random.default_rng(0), teacher=teacher)
+        return fit_mod.fit(X, y, X_val, y_val, cfg, rng=np.random.default_rng(0), teacher=teacher)
 
 
 def test_divergence_is_a_cross_entropy_above_three_times_ln_10(fake_loss):

@@ -15,6 +15,17 @@ N_CLASSES = 10
 Z95 = 1.959964                     # the standard normal's 97.5th percentile
 
 
+def n_correct(probs: np.ndarray, y: np.ndarray) -> int:
+    """How many rows of probs (N, 10) give their highest probability to the label
+    in y (N,)."""
+    return int((probs.argmax(axis=1) == y).sum())
+
+
+def accuracy(probs: np.ndarray, y: np.ndarray) -> float:
+    """The share of rows of probs (N, 10) whose likeliest class is the label in y (N,)."""
+    return float((probs.argmax(axis=1) == y).mean())
+
+
 def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
     """The 95% Wilson score interval of the accuracy correct / n.
 

@@ -10,12 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline import progress
-from pipeline.config import sections as settings
 from pipeline.config.params import SCHEMA
-from pipeline.report import figures as report
-from pipeline.steps import ingest, predict, preprocess, submit
-from pipeline.training import train
+from pipeline.report.figures import FIGURES
+from pipeline.steps import ingest, predict, preprocess, report, submit, train
 
 STAGES = ("ingest", "preprocess", "train", "predict", "submit", "report")
 
@@ -77,40 +74,27 @@ _pre_test = _files("preprocess", "test_x")
 # that reproduces the weights stops the cascade.
 _train = _files("train", "model.npz", "history.csv", "metrics.json", "timing.json")
 _predict = _files("predict", "test_probs", "test_labels", "val_probs")
-_report = _files("report", *(f"{name}.png" for name in report.FIGURES), "index.html")
+_report = _files("report", *(f"{name}.png" for name in FIGURES), "index.html")
 
 # Every train.* param is fingerprinted, so a new one can never be silently ignored.
 TRAIN_KEYS = tuple(k for k in SCHEMA if k.startswith("train."))
 
 STEPS: tuple[Step, ...] = (
     Step("ingest:train", "ingest", (), code("steps/ingest"),
-         deps=lambda p: {"csv": _data(p)[0]},
-         outs=_ingest_train,
-         run=lambda p, d, o: progress.shown(f"ingest {d['csv'].name}", ingest.run_train,
-                                            d["csv"], o["train_images"], o["train_labels"])),
+         deps=lambda p: {"csv": _data(p)[0]}, outs=_ingest_train, run=ingest.run_train),
     Step("ingest:test", "ingest", (), code("steps/ingest"),
-         deps=lambda p: {"csv": _data(p)[1]},
-         outs=_ingest_test,
-         run=lambda p, d, o: progress.shown(f"ingest {d['csv'].name}", ingest.run_test,
-                                            d["csv"], o["test_images"])),
+         deps=lambda p: {"csv": _data(p)[1]}, outs=_ingest_test, run=ingest.run_test),
     Step("preprocess:train", "preprocess", ("seed", "preprocess.val_fraction"),
-         code("steps/preprocess"),
-         deps=_ingest_train,
-         outs=_pre_train,
-         run=lambda p, d, o: preprocess.run_train(
-             d["train_images"], d["train_labels"], o, seed=p["seed"],
-             val_fraction=p["preprocess.val_fraction"])),
-    Step("preprocess:test", "preprocess", (), code("steps/preprocess"),
-         deps=_ingest_test,
-         outs=_pre_test,
-         run=lambda p, d, o: preprocess.run_test(d["test_images"], o["test_x"])),
+         code("steps/preprocess", "training/splits"),
+         deps=_ingest_train, outs=_pre_train, run=preprocess.run_train),
+    Step("preprocess:test", "preprocess", (), code("steps/preprocess", "training/splits"),
+         deps=_ingest_test, outs=_pre_test, run=preprocess.run_test),
     Step("train", "train", ("seed",) + TRAIN_KEYS,
-         code("training/train", "nn/network", "nn/optim", "training/augment", "nn/schedule",
+         code("steps/train", "training/fit", "training/members", "training/crossval",
+              "training/splits", "nn/network", "nn/optim", "training/augment", "nn/schedule",
               "training/checkpoint", "nn/metrics", "config/sections", "training/feed",
               "training/threads", "nn/jit"),
-         deps=_pre_train,
-         outs=_train,
-         run=lambda p, d, o: train.run(d, o, seed=p["seed"], cfg=settings.Train.of(p)),
+         deps=_pre_train, outs=_train, run=train.run,
          scratch=lambda p: [train.checkpoint_path(_train(p)["model"])]),
     Step("predict", "predict", ("predict.batch_size", "predict.tta_shift"),
          code("steps/predict", "training/ensemble", "nn/network", "training/augment",
@@ -118,23 +102,19 @@ STEPS: tuple[Step, ...] = (
          deps=lambda p: {"model": _train(p)["model"], "train_metrics": _train(p)["metrics"],
                          "test_x": _pre_test(p)["test_x"],
                          "val_x": _pre_train(p)["val_x"], "val_y": _pre_train(p)["val_y"]},
-         outs=lambda p: {**_predict(p), "metrics": metrics_path(p)},
-         run=lambda p, d, o: predict.run(d, o, batch_size=p["predict.batch_size"],
-                                         tta_shift=p["predict.tta_shift"])),
+         outs=lambda p: {**_predict(p), "metrics": metrics_path(p)}, run=predict.run),
     Step("submit", "submit", (), code("steps/submit"),
          deps=lambda p: {"test_labels": _predict(p)["test_labels"]},
-         outs=lambda p: {"submission": submission_path(p)},
-         run=lambda p, d, o: submit.run(d["test_labels"], o["submission"])),
+         outs=lambda p: {"submission": submission_path(p)}, run=submit.run),
     # Last, so that a failure drawing figures never holds back the submission.
     Step("report", "report", (),
-         code("report/figures", "nn/metrics", "training/ensemble", "nn/network",
+         code("steps/report", "report/figures", "nn/metrics", "training/ensemble", "nn/network",
               "training/augment", "nn/jit", "report/page", "commands/image", "steps/preprocess",
-              "engine/experiments", "engine/cache"),
+              "training/splits", "engine/experiments", "engine/cache"),
          deps=lambda p: {"history": _train(p)["history"], "model": _train(p)["model"],
                          "train_metrics": _train(p)["metrics"],
                          "val_x": _pre_train(p)["val_x"], "val_y": _pre_train(p)["val_y"],
                          "val_probs": _predict(p)["val_probs"],
                          "test_labels": _predict(p)["test_labels"], "metrics": metrics_path(p)},
-         outs=_report,
-         run=lambda p, d, o: report.run(d, o, sample=_data(p)[2], outputs=p["outputs"])),
+         outs=_report, run=report.run),
 )

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import artifacts
+from pipeline import artifacts, progress
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -313,16 +313,21 @@ def read_digits_csv(path: str | Path, labelled: bool) -> tuple[np.ndarray, np.nd
     return parse_digits(name, raw, labelled)
 
 
-def run_train(csv_path: Path, images_out: Path, labels_out: Path) -> None:
-    """Ingest the labelled CSV into images (N, 784) uint8 and labels (N,) int64."""
-    images, labels = read_digits_csv(csv_path, labelled=True)
-    artifacts.save_array(images_out, images)
-    artifacts.save_array(labels_out, labels)
+def run_train(params: dict, deps: dict[str, Path], outs: dict[str, Path]) -> None:
+    """Ingest the labelled CSV deps["csv"] into outs["train_images"] (N, 784) uint8 and
+    outs["train_labels"] (N,) int64."""
+    csv_path = deps["csv"]
+    with progress.activity(f"ingest {csv_path.name}"):
+        images, labels = read_digits_csv(csv_path, labelled=True)
+        artifacts.save_array(outs["train_images"], images)
+        artifacts.save_array(outs["train_labels"], labels)
     log.info("ingest: %s -> %d labelled images", csv_path, len(images))
 
 
-def run_test(csv_path: Path, images_out: Path) -> None:
-    """Ingest the unlabelled CSV into images (M, 784) uint8."""
-    images, _ = read_digits_csv(csv_path, labelled=False)
-    artifacts.save_array(images_out, images)
+def run_test(params: dict, deps: dict[str, Path], outs: dict[str, Path]) -> None:
+    """Ingest the unlabelled CSV deps["csv"] into outs["test_images"] (M, 784) uint8."""
+    csv_path = deps["csv"]
+    with progress.activity(f"ingest {csv_path.name}"):
+        images, _ = read_digits_csv(csv_path, labelled=False)
+        artifacts.save_array(outs["test_images"], images)
     log.info("ingest: %s -> %d test images", csv_path, len(images))

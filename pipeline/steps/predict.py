@@ -3,6 +3,7 @@ and the validation metrics (<outputs>/metrics.json)."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -16,8 +17,16 @@ log = logging.getLogger(__name__)
 NOT_HELD_OUT = " (not held out: train.all_rows=true trained on these rows)"
 
 
-def run(inputs: dict, out: dict, batch_size: int, tta_shift: float) -> None:
-    """`inputs` maps model, train_metrics, test_x, val_x, val_y to paths; `out` maps
+def run(params: dict, deps: dict[str, Path], outs: dict[str, Path]) -> None:
+    """The stage's entry, as every step's: `predict` with params' predict section."""
+    predict(deps, outs, batch_size=params["predict.batch_size"],
+            tta_shift=params["predict.tta_shift"])
+
+
+def predict(inputs: dict, out: dict, batch_size: int, tta_shift: float) -> None:
+    """Class probabilities for the test and validation rows, and the metrics.
+
+    `inputs` maps model, train_metrics, test_x, val_x, val_y to paths; `out` maps
     test_probs, test_labels, val_probs and metrics to paths. tta_shift > 0 averages
     each image's probabilities with those of its copies moved that many pixels
     (`model.shifted_copies`). The metrics say whether the validation rows were held out, as

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
 from pipeline import artifacts
 from pipeline.errors import PipelineError
+from pipeline.training.splits import stratified_split
 
 log = logging.getLogger(__name__)
 
@@ -16,29 +18,11 @@ def scale(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32) * np.float32(1.0 / 255.0)
 
 
-def stratified_split(labels: np.ndarray, val_fraction: float,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, val) with each class split in the same proportion.
-
-    Each class gives round(val_fraction * its count) rows to validation, at least
-    one when it has two or more. Both index arrays come back sorted.
-    """
-    val = []
-    for cls in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == cls))
-        n_val = int(round(val_fraction * len(members)))
-        if len(members) >= 2:
-            n_val = min(max(n_val, 1), len(members) - 1)
-        val.append(members[:n_val])
-    val_idx = np.sort(np.concatenate(val))
-    train_mask = np.ones(len(labels), bool)
-    train_mask[val_idx] = False
-    return np.flatnonzero(train_mask), val_idx
-
-
-def run_train(images_in, labels_in, out: dict, seed: int, val_fraction: float) -> None:
-    """Split and scale the labelled images. `out` maps train_x, train_y, val_x,
-    val_y to their paths."""
+def run_train(params: dict, deps: dict[str, Path], outs: dict[str, Path]) -> None:
+    """Split off preprocess.val_fraction of the labelled images (deps train_images,
+    train_labels), stratified, and scale them: outs train_x, train_y, val_x, val_y."""
+    images_in, labels_in = deps["train_images"], deps["train_labels"]
+    seed, val_fraction, out = params["seed"], params["preprocess.val_fraction"], outs
     images = artifacts.load_array(images_in, "ingest")
     labels = artifacts.load_array(labels_in, "ingest")
     if len(images) != len(labels):
@@ -60,6 +44,7 @@ def run_train(images_in, labels_in, out: dict, seed: int, val_fraction: float) -
     log.info("preprocess: %d training rows, %d validation rows", len(train_idx), len(val_idx))
 
 
-def run_test(images_in, test_x_out) -> None:
-    """Scale the test images."""
-    artifacts.save_array(test_x_out, scale(artifacts.load_array(images_in, "ingest")))
+def run_test(params: dict, deps: dict[str, Path], outs: dict[str, Path]) -> None:
+    """Scale the test images: deps test_images -> outs test_x."""
+    artifacts.save_array(outs["test_x"], scale(artifacts.load_array(deps["test_images"],
+                                                                    "ingest")))

@@ -34,7 +34,12 @@ def check_submission(path: Path, n_rows: int) -> None:
                                 f"found {line!r}")
 
 
-def run(labels_in: Path, submission_out: Path) -> None:
+def run(params: dict, deps: dict[str, Path], outs: dict[str, Path]) -> None:
+    """The stage's entry, as every step's: deps test_labels -> outs submission."""
+    write_submission(deps["test_labels"], outs["submission"])
+
+
+def write_submission(labels_in: Path, submission_out: Path) -> None:
     """Write and check the submission; it is renamed into place only once checked."""
     labels = artifacts.load_array(labels_in, "predict")
     with artifacts.atomic_path(submission_out) as tmp:

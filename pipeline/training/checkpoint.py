@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Progress:
+class Snapshot:
     """Where `fit` stands at the end of an epoch: all it needs to go on exactly as
     if it had never stopped (same seed, same steps, same weights to the last bit)."""
 
@@ -52,7 +52,7 @@ def key(settings: dict, inputs: dict[str, Path]) -> str:
 
 
 def save(path: Path, stamp: str, done: dict[int, tuple[np.ndarray, list[dict]]],
-         training: dict[int, Progress]) -> None:
+         training: dict[int, Snapshot]) -> None:
     """Write the finished members (member: its packed parameters and history) and
     those in training (member: where it stands), atomically and at once (not with
     the stage's outputs)."""
@@ -72,7 +72,7 @@ def save(path: Path, stamp: str, done: dict[int, tuple[np.ndarray, list[dict]]],
 
 
 def load(path: Path, stamp: str
-         ) -> tuple[dict[int, tuple[np.ndarray, list[dict]]], dict[int, Progress]] | None:
+         ) -> tuple[dict[int, tuple[np.ndarray, list[dict]]], dict[int, Snapshot]] | None:
     """(finished members, members in training), as `save` takes them, from a
     checkpoint with this key, or None when there is none, it has another key, or it
     cannot be read."""
@@ -82,7 +82,7 @@ def load(path: Path, stamp: str
             if meta.get("key") != stamp:
                 return None
             done = {int(k): (data[f"done_{k}"], rows) for k, rows in meta["done"].items()}
-            training = {int(k): Progress(m["epoch"], data[f"flat_{k}"], data[f"mean_sq_{k}"],
+            training = {int(k): Snapshot(m["epoch"], data[f"flat_{k}"], data[f"mean_sq_{k}"],
                                          m["steps"], m["rng"], m["history"],
                                          data[f"best_{k}"] if f"best_{k}" in data else None,
                                          m["since_best"], m["epoch_seed"])
