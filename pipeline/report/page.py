@@ -43,23 +43,19 @@ SCRIPT = asset("static/draw.js")
 
 
 def encode_weights(params: dict[str, np.ndarray]) -> dict:
-    """One network's parameters as {"shapes": {name: shape}, "data": base64 of
-    their little-endian float32 values, in network.PARAM_NAMES order}."""
-    flat = np.concatenate([np.asarray(params[k], "<f4").ravel() for k in network.PARAM_NAMES])
-    return {"shapes": {k: list(params[k].shape) for k in network.PARAM_NAMES},
-            "data": base64.b64encode(flat.tobytes()).decode("ascii")}
+    """One network's parameters as {"order": names, "shapes": {name: shape}, "data":
+    base64 of little-endian float32 values}: the buffer of `network.pack`, which
+    holds the arrays one after the other, row-major, in `order` (network.PACKED)."""
+    flat, _ = network.pack(params)                                  # (P,) float32
+    return {"order": list(network.PACKED),
+            "shapes": {k: list(params[k].shape) for k in network.PARAM_NAMES},
+            "data": base64.b64encode(flat.astype("<f4", copy=False).tobytes()).decode("ascii")}
 
 
 def decode_weights(blob: dict) -> dict[str, np.ndarray]:
-    """The inverse of `encode_weights`: {name: float32 array}."""
-    flat = np.frombuffer(base64.b64decode(blob["data"]), "<f4")
-    params, start = {}, 0
-    for k in network.PARAM_NAMES:
-        shape = tuple(blob["shapes"][k])
-        size = int(np.prod(shape))
-        params[k] = flat[start:start + size].reshape(shape).astype(np.float32)
-        start += size
-    return params
+    """The inverse of `encode_weights`: {name: float32 array}, views of one buffer."""
+    flat = np.frombuffer(base64.b64decode(blob["data"]), "<f4").astype(np.float32)
+    return network.views(flat, {k: tuple(shape) for k, shape in blob["shapes"].items()})
 
 
 def which_network(members: int, tta: bool = False) -> str:

@@ -4,14 +4,15 @@
   const P = model.prepare;          // image.py's constants: SIDE, BOX, CENTRE, ...
   const f32 = Math.fround;          // NumPy computes the image in float32: round as it does
 
-  // ---- The weights: W1 (784, H), b1 (H,), W2 (H, 10), b2 (10,), row-major, in a row.
-  function decodeWeights(base64, shapes) {
+  // ---- The weights: W1 (784, H), b1 (H,), W2 (H, 10), b2 (10,), row-major, one after
+  // the other in the order the page gives (network.pack's).
+  function decodeWeights(base64, shapes, order) {
     const text = atob(base64);
     const view = new DataView(new ArrayBuffer(text.length));
     for (let i = 0; i < text.length; i++) view.setUint8(i, text.charCodeAt(i));
     const params = {};
     let offset = 0;
-    for (const name of ["W1", "b1", "W2", "b2"]) {
+    for (const name of order) {
       const size = shapes[name].reduce((a, b) => a * b, 1);
       const values = new Float32Array(size);
       for (let i = 0; i < size; i++) values[i] = view.getFloat32(offset + 4 * i, true);
@@ -23,7 +24,7 @@
     params.classes = shapes.W2[1];
     return params;
   }
-  const net = decodeWeights(model.data, model.shapes);
+  const net = decodeWeights(model.data, model.shapes, model.order);
 
   // Python's round(): a half goes to the even neighbour (2.5 -> 2, 3.5 -> 4).
   function roundHalfEven(x) {
