@@ -1,6 +1,7 @@
-"""The report's "Draw a digit" panel (pipeline/page.py), in headless Chromium: the
-page's preparation and forward pass against image.py and network.py, strokes drawn
-with real pointer events, and a page that loads cleanly.
+"""The report's "Draw a digit" panel (pipeline/report/page.py and its script,
+pipeline/report/static/draw.js), in headless Chromium: the page's preparation and
+forward pass against image.py and network.py, strokes drawn with real pointer events,
+and a page that loads cleanly.
 
 The browser tests need Debian's `chromium` and `chromium-driver` packages and the
 `selenium` library (requirements-dev.txt; `.ci/run` installs all three); without

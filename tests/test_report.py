@@ -3,7 +3,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import make_params
+from conftest import ROOT, make_params
 from PIL import Image
 
 from pipeline import artifacts
@@ -39,6 +39,19 @@ def test_report_runs_last_and_writes_every_figure_and_the_page(built):
     assert page.count("<tr><td>") == 10                       # one row per class
     # The "Draw a digit" panel (tests/test_page.py tries it in a browser), with its code.
     assert page.count('id="digit-canvas"') == 1 and "window.digits = {" in page
+
+
+def test_the_pages_files_are_the_steps_code_and_inlined_in_the_page(built):
+    # A template or script missing from the step's code would change the page without
+    # making the step stale; one linked rather than inlined would not work offline.
+    folder = ROOT / "pipeline" / "report"
+    files = {p.relative_to(ROOT).as_posix()
+             for sub in ("templates", "static") for p in (folder / sub).iterdir()}
+    assert files <= set(next(s for s in STEPS if s.name == "report").code)
+    page = (built[2] / "index.html").read_text()
+    for name in ("static/draw.js", "static/draw.css", "static/report.css"):
+        assert (folder / name).read_text() in page
+    assert "<script src" not in page and "<link" not in page
 
 
 def test_a_second_run_skips_the_report(built):

@@ -2,8 +2,9 @@
 
 Figures are drawn with matplotlib's Agg canvas (no display, no pyplot state).
 Tiles of digits and of weights are laid out as one mosaic image per figure,
-which keeps the stage to a few seconds on the full data. The page also carries
-the "Draw a digit" panel (pipeline/page.py), which runs the network in the browser.
+which keeps the stage to a few seconds on the full data. The page is
+templates/index.html with static/report.css, filled by `index_html`; it also carries
+the "Draw a digit" panel (page.py), which runs the network in the browser.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import html
 import io
 import logging
 from pathlib import Path
+from string import Template
 
 import numpy as np
 
@@ -34,6 +36,8 @@ FIGURES = {                     # output name -> what the figure shows
 }
 MAX_MISTAKES = 48               # tiles in the misclassified grid (6 rows of 8)
 TRAIN_COLOR, VAL_COLOR = "#1f77b4", "#d62728"
+INDEX = Template(page_mod.asset("templates/index.html"))
+STYLE = page_mod.asset("static/report.css")
 
 
 def read_history(path: Path) -> dict[str, np.ndarray]:
@@ -232,14 +236,29 @@ def save_png(fig, path: Path) -> None:
     artifacts.write_bytes(path, buf.getvalue())
 
 
+def runs_table(runs: tuple[list[str], list[list[str]]] | None) -> str:
+    """The page's "Runs" section: `runs` is a header and rows of cells, as
+    experiments.cells gives them; "" when there are no rows."""
+    if not (runs and runs[1]):
+        return ""
+    esc = html.escape
+    header = "".join(f"<th>{esc(h)}</th>" for h in runs[0])
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>\n"
+                   for row in runs[1])
+    return (f"<h2>Runs</h2>\n<p>Every training run in this outputs folder (`python run.py "
+            f"runs`), newest last, as the log stood when this page was drawn; * marks "
+            f"the best held-out accuracy.</p>\n"
+            f"<table>\n<tr>{header}</tr>\n{body}</table>\n")
+
+
 def index_html(scores: dict, history: dict[str, np.ndarray], figures: dict[str, str],
                held_out: bool = True, panel: str = "", sample: bool = False,
                runs: tuple[list[str], list[list[str]]] | None = None) -> str:
-    """The report page: headline metrics, the `panel` (page.panel's HTML, if any),
-    per-class scores, every figure, then the table of runs (`runs`: a header and
-    rows of cells, as experiments.cells gives them). `figures` maps a PNG's file
-    name to its heading; `held_out` is False when the networks were trained on the
-    validation rows too; `sample` says the run used the bundled sample."""
+    """The report page, templates/index.html filled in: headline metrics, the
+    `panel` (page.panel's HTML, if any), per-class scores, every figure, then the
+    table of runs (see `runs_table`). `figures` maps a PNG's file name to its
+    heading; `held_out` is False when the networks were trained on the validation
+    rows too; `sample` says the run used the bundled sample."""
     esc = html.escape
     epochs = int(history["epoch"].max())
     accuracy = f"{100 * scores['val_accuracy']:.2f}%"
@@ -268,40 +287,9 @@ def index_html(scores: dict, history: dict[str, np.ndarray], figures: dict[str, 
                   "for upload. Put the competition's files in data/ and run again. " + source)
     figs = "".join(f'<h2>{esc(title)}</h2>\n<img src="{esc(name)}" alt="{esc(title)}">\n'
                    for name, title in figures.items())
-    if runs and runs[1]:
-        header = "".join(f"<th>{esc(h)}</th>" for h in runs[0])
-        body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>\n"
-                       for row in runs[1])
-        figs += (f"<h2>Runs</h2>\n<p>Every training run in this outputs folder (`python run.py "
-                 f"runs`), newest last, as the log stood when this page was drawn; * marks "
-                 f"the best held-out accuracy.</p>\n"
-                 f"<table>\n<tr>{header}</tr>\n{body}</table>\n")
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Digit Recognizer: report</title>
-<style>
-body {{ font-family: sans-serif; max-width: 1000px; margin: 2em auto; padding: 0 1em; }}
-table {{ border-collapse: collapse; margin: 1em 0; }}
-th, td {{ border: 1px solid #ccc; padding: 0.25em 0.7em; text-align: right; }}
-th {{ background: #f3f3f3; text-align: left; }}
-img {{ max-width: 100%; border: 1px solid #eee; }}
-{page_mod.STYLE if panel else ""}</style>
-</head>
-<body>
-<h1>Digit Recognizer: what the network learned</h1>
-<p>{source}</p>
-<table>{rows}</table>
-{panel}<h2>Per class (validation)</h2>
-<table>
-<tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>images</th></tr>
-{per_class}
-</table>
-{figs}</body>
-</html>
-"""
+    style = STYLE + ("\n" + page_mod.STYLE if panel else "")
+    return INDEX.substitute(style=style, source=source, headline=rows, panel=panel,
+                            per_class=per_class, figures=figs, runs=runs_table(runs))
 
 
 def run(inputs: dict, out: dict, sample: bool = False, outputs: str | None = None) -> None:

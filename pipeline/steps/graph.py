@@ -34,9 +34,11 @@ class Step:
 
 def code(*modules: str) -> tuple[str, ...]:
     """A step's code, as paths from the project's folder: its modules ("nn/network"
-    for pipeline/nn/network.py), plus artifacts.py, through which every step reads
+    for pipeline/nn/network.py) and other files by their full name
+    ("report/static/draw.js"), plus artifacts.py, through which every step reads
     and writes."""
-    return tuple(f"pipeline/{m}.py" for m in modules) + ("pipeline/artifacts.py",)
+    return tuple(f"pipeline/{m}" if Path(m).suffix else f"pipeline/{m}.py"
+                 for m in modules) + ("pipeline/artifacts.py",)
 
 
 def artifact(params: dict, stage: str, filename: str) -> Path:
@@ -110,7 +112,9 @@ STEPS: tuple[Step, ...] = (
     Step("report", "report", (),
          code("steps/report", "report/figures", "nn/metrics", "training/ensemble", "nn/network",
               "training/augment", "nn/jit", "report/page", "commands/image", "steps/preprocess",
-              "training/splits", "engine/experiments", "engine/cache"),
+              "training/splits", "engine/experiments", "engine/cache",
+              "report/templates/index.html", "report/templates/panel.html",
+              "report/static/report.css", "report/static/draw.css", "report/static/draw.js"),
          deps=lambda p: {"history": _train(p)["history"], "model": _train(p)["model"],
                          "train_metrics": _train(p)["metrics"],
                          "val_x": _pre_train(p)["val_x"], "val_y": _pre_train(p)["val_y"],
