@@ -20,7 +20,7 @@ from pipeline.steps import ingest, predict
 
 log = logging.getLogger("pipeline")
 
-DEFAULT_PARAMS = "params.yaml"
+DEFAULT_PARAMS = params_mod.DEFAULTS
 
 USAGE_EPILOG = f"""\
 stages, in order: {' -> '.join(stages.STAGES)}
@@ -52,7 +52,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="stages to bring up to date, with what they are made from "
                         "(default: all), or 'status'")
     parser.add_argument("--params", default=DEFAULT_PARAMS,
-                        help="params file (default: %(default)s)")
+                        help="params file (default: %(default)s); another file lists only "
+                        "what it changes over %(default)s")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a param, e.g. train.epochs=5 "
                         "(repeatable; the value is read as YAML)")

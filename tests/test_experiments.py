@@ -334,3 +334,32 @@ def test_restore_refuses_a_run_whose_code_changed_since(tmp_path, tiny_csvs, mon
     assert err.startswith("error: run 1 cannot be restored: the code or the data changed since "
                           "it ran") and err.count("\n") == 1 and "--set train.epochs=1`" in err
     assert trained == []
+
+
+def test_a_file_of_changes_is_logged_by_name_with_what_the_command_line_changed(tmp_path,
+                                                                              tiny_csvs):
+    out = tmp_path / "out"
+    mine = tmp_path / "my.yaml"
+    mine.write_text("train:\n  hidden: 8\n  epochs: 1\n")
+    args = [f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
+            f"--set=outputs={out}"]
+    assert run_cli(f"--params={mine}", "status", *args).returncode == 0
+    done = run_cli(f"--params={mine}", *args)
+    assert done.returncode == 0, done.stderr
+    done = run_cli(*args, "--set=train.hidden=8", "--set=train.epochs=2")
+    assert done.returncode == 0, done.stderr
+    first, second = logged(out)
+    # my.yaml's keys are what the file gives, not changes of this command line.
+    assert first["params_file"] == str(mine) and second["params_file"] == "params.yaml"
+    assert set(first["changed"]) == {"data.train", "data.test", "outputs"}
+    assert set(second["changed"]) == {"data.train", "data.test", "outputs", "train.hidden",
+                                      "train.epochs"}
+    assert first["params"]["train.hidden"] == 8 and first["params"]["train.lr"] == 0.002
+    assert run_cli("runs", *args).stdout.splitlines()[0].split()[:5] == \
+        ["run", "time", "params", "file", "train.epochs"]
+    back = run_cli("restore", "1", *args, "--set=train.hidden=8", "--set=train.epochs=2")
+    assert back.returncode == 0, back.stderr
+    # The upload command names the file again: this command's --set, then what differs.
+    assert back.stdout.splitlines()[-1].endswith(
+        f"--params {mine} --set data.train={tiny_csvs[0]} --set data.test={tiny_csvs[1]} "
+        f"--set outputs={out} --set train.hidden=8 --set train.epochs=1`")

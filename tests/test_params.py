@@ -126,10 +126,12 @@ def test_empty_or_non_mapping_file(tmp_path):
     assert failure(tmp_path, "- a\n- b\n").endswith("expected a mapping of sections, found a list")
 
 
-def test_a_missing_key_is_named(tmp_path):
+def test_a_key_missing_from_the_project_params_yaml_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(params_mod, "PROJECT_DEFAULTS", tmp_path / "params.yaml")
     text = "\n".join(line for line in DEFAULTS.splitlines() if not line.startswith("  eps:"))
-    assert failure(tmp_path, text).endswith(
-        "params.yaml: expected every key of the default params.yaml, found no train.eps")
+    assert failure(tmp_path, text) == (f"{tmp_path / 'params.yaml'}: expected every key in a "
+                                       "params.yaml, which holds every default, found no "
+                                       "train.eps")
 
 
 def test_a_section_given_a_value(tmp_path):
@@ -175,6 +177,116 @@ def test_a_missing_params_file_says_where_it_looked(tmp_path, monkeypatch):
     with pytest.raises(PipelineError, match=rf"params.yaml: params file not found in "
                                             rf"{re.escape(str(tmp_path))} \(run from the "):
         params_mod.load("params.yaml")
+
+
+# --- files of changes: any params file other than params.yaml ---
+
+def changes_file(folder, text, name="my.yaml"):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text)
+    return folder / name
+
+
+def test_a_file_of_changes_is_read_over_params_yaml(tmp_path):
+    mine = changes_file(tmp_path, "train: {epochs: 5}\n")
+    assert params_mod.load(mine) == {**params_mod.load(ROOT / "params.yaml"), "train.epochs": 5}
+    # Then params.local.yaml, then --set, as over params.yaml itself.
+    (tmp_path / "params.local.yaml").write_text("train:\n  epochs: 6\n  hidden: 32\n")
+    p = params_mod.load(mine, ["train.hidden=16"], local=tmp_path / "params.local.yaml")
+    assert (p["train.epochs"], p["train.hidden"], p["train.lr"]) == (6, 16, 0.002)
+
+
+def test_a_bad_value_in_a_file_of_changes_names_that_file_and_line(tmp_path):
+    mine = changes_file(tmp_path, "# a wider network\ntrain:\n  hidden: 512\n  lr: -1\n")
+    with pytest.raises(PipelineError) as info:
+        params_mod.load(mine)
+    assert str(info.value) == f"{mine}, line 4: train.lr must be a number > 0, found -1.0"
+    # A check across two fields blames the file that set the one to blame.
+    mine.write_text("train:\n  lr_min: 0.01\n")
+    with pytest.raises(PipelineError) as info:
+        params_mod.load(mine)
+    assert str(info.value) == (f"{mine}, line 2: train.lr_min must be at most train.lr "
+                               "(0.002), found 0.01")
+
+
+@pytest.mark.parametrize("text, line, want", [
+    ("train:\n  epoch: 5\n", 2, "unknown key 'train.epoch' (did you mean 'train.epochs'?)"),
+    ("\npredict:\n  epochs: 5\n", 3,
+     "unknown key 'predict.epochs' (did you mean 'train.epochs'?)"),
+    ("train: 5\n", 1, "expected the section 'train' to hold keys such as train.hidden, "
+                      "found 5"),
+])
+def test_an_unknown_key_in_a_file_of_changes_is_refused(tmp_path, text, line, want):
+    mine = changes_file(tmp_path, text)
+    with pytest.raises(PipelineError) as info:
+        params_mod.load(mine)
+    assert str(info.value) == f"{mine}, line {line}: {want}"
+
+
+def test_a_file_of_changes_in_another_folder_is_read_over_the_project_params_yaml(
+        tmp_path, monkeypatch):
+    # Not over a params.yaml beside it, nor over one in the folder run from: the file
+    # means the same wherever it is kept and run from.
+    def seeded(seed):
+        text = DEFAULTS.replace("seed: 0 ", f"seed: {seed} ")
+        assert text != DEFAULTS
+        return text
+    mine = changes_file(tmp_path / "experiments" / "wide", "train:\n  hidden: 512\n")
+    (mine.parent / "params.yaml").write_text(seeded(9))
+    (tmp_path / "params.yaml").write_text(seeded(7))
+    for folder in (ROOT, tmp_path, mine.parent):
+        monkeypatch.chdir(folder)
+        p = params_mod.load(mine)
+        assert p == {**params_mod.load(ROOT / "params.yaml"), "train.hidden": 512}, folder
+
+
+def test_a_file_of_changes_needs_the_project_params_yaml(tmp_path, monkeypatch):
+    mine = changes_file(tmp_path, "train: {epochs: 5}\n")
+    monkeypatch.setattr(params_mod, "PROJECT_DEFAULTS", tmp_path / "params.yaml")
+    with pytest.raises(PipelineError) as info:
+        params_mod.load(mine)
+    assert str(info.value) == (f"{mine}: lists changes over the project's params.yaml, not "
+                               f"found: {tmp_path / 'params.yaml'}")
+    # Its own mistakes are reported first.
+    mine.write_text("train: {epoch: 5}\n")
+    with pytest.raises(PipelineError, match=r"my.yaml, line 1: unknown key 'train.epoch'"):
+        params_mod.load(mine)
+
+
+def test_a_bad_default_names_params_yaml_as_typed_from_the_project_folder(tmp_path,
+                                                                          monkeypatch):
+    project = tmp_path.resolve() / "project"
+    project.mkdir()
+    text, line = replace_line("hidden", "0")
+    (project / "params.yaml").write_text(text)
+    monkeypatch.setattr(params_mod, "PROJECT_DEFAULTS", project / "params.yaml")
+    mine = changes_file(tmp_path, "train: {epochs: 5}\n")
+    monkeypatch.chdir(project)
+    with pytest.raises(PipelineError) as info:
+        params_mod.load(mine)
+    assert str(info.value) == f"params.yaml, line {line}: train.hidden must be an integer " \
+                              ">= 1, found 0"
+
+
+def test_a_file_of_changes_named_params_yaml_is_told_to_take_another_name(tmp_path):
+    mine = changes_file(tmp_path / "experiments", "train: {epochs: 5}\n", name="params.yaml")
+    with pytest.raises(PipelineError) as info:
+        params_mod.load(mine)
+    assert str(info.value) == (
+        f"{mine}: expected every key in a params.yaml, which holds every default, found no "
+        f"seed, outputs, data.train, data.test and 31 more (a file of changes over "
+        f"{ROOT / 'params.yaml'} needs another name)")
+
+
+def test_differences_from_a_file_of_changes_are_what_local_and_set_changed(tmp_path):
+    local = tmp_path / "params.local.yaml"
+    local.write_text("data:\n  train: /data/train.csv\n")
+    best = ROOT / "params-best.yaml"
+    p = params_mod.load(best, ["train.members=2", "train.epochs=160"], local=local)
+    # Neither params-best.yaml's changes nor params.yaml's keys count: the file gives them.
+    assert params_mod.differences(best, p) == {"data.train": "/data/train.csv",
+                                               "train.members": 2}
+    assert params_mod.differences(best, params_mod.load(best)) == {}
 
 
 def test_differences_are_what_the_local_file_and_set_changed(tmp_path):

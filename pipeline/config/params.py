@@ -1,10 +1,11 @@
 """Loading, validating and overriding params.
 
-`params.yaml` holds every value; pipeline/settings.py says what a value may be (a
-field's type and range), so there is one default per setting and it lives in the
-file. This module reads the files, checks each value and names the file and line
-(or the --set) a bad one came from. Params are handled as a flat dict of dotted
-keys ("train.lr") and nested again only for display.
+`params.yaml` holds every value; sections.py says what a value may be (a field's type
+and range), so there is one default per setting and it lives in the file. Any other
+params file (params-best.yaml, a user's my.yaml) lists only what it changes and is
+read over the project's params.yaml. This module reads the files, checks each value
+and names the file and line (or the --set) a bad one came from. Params are handled
+as a flat dict of dotted keys ("train.lr") and nested again only for display.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any, Callable, Literal, Union, get_args, get_origin
 
 import yaml
 
+from pipeline import sources
 from pipeline.config import sections as settings
 from pipeline.errors import PipelineError
 
@@ -46,6 +48,12 @@ def _spec(kind: Any, metadata: dict) -> Spec:
 
 SCHEMA: dict[str, Spec] = {key: _spec(kind, metadata)
                            for key, kind, metadata in settings.leaves()}
+
+# A file of this name holds every key. A file of any other name is read over the
+# project's, beside run.py: not over one beside it or in the current folder, so that
+# where a file of changes is kept, or run from, does not change what it means.
+DEFAULTS = "params.yaml"
+PROJECT_DEFAULTS = sources.ROOT / DEFAULTS
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -109,10 +117,11 @@ def _coerce(key: str, value: Any, where: str) -> Any:
 
 
 def differences(path: str | Path, params: dict[str, Any]) -> dict[str, Any]:
-    """The params whose values are not those the params file `path` sets: what
-    params.local.yaml and --set changed (or everything, when the file cannot be read)."""
+    """The params whose values are not those the params file `path` gives (read over
+    params.yaml when it is another file): what params.local.yaml and --set changed (or
+    everything, when the files cannot be read)."""
     try:
-        flat, origin = _read(Path(path))
+        flat, origin = _stack(Path(path))
     except PipelineError:
         return dict(params)
     changed = {}
@@ -199,18 +208,46 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     return flat, origin
 
 
+def _stack(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The keys a params file gives, with where each came from: a params.yaml must
+    hold every key; any other file is read over the project's params.yaml."""
+    if path.name == DEFAULTS:
+        flat, origin = _read(path)
+        missing = [k for k in SCHEMA if k not in flat]
+        if missing:
+            shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more"
+                                               if len(missing) > 4 else "")
+            # A user's file of changes that was named params.yaml lands here.
+            rename = ("" if path.resolve() == PROJECT_DEFAULTS else
+                      f" (a file of changes over {PROJECT_DEFAULTS} needs another name)")
+            raise PipelineError(f"{path}: expected every key in a {DEFAULTS}, which holds "
+                                f"every default, found no {shown}{rename}")
+        return flat, origin
+    changes, where = _read(path)        # the file's own mistakes first: they are the user's
+    if not PROJECT_DEFAULTS.is_file():
+        raise PipelineError(f"{path}: lists changes over the project's {DEFAULTS}, not "
+                            f"found: {PROJECT_DEFAULTS}")
+    try:                                # messages name it as a user types it
+        defaults = PROJECT_DEFAULTS.relative_to(Path.cwd())
+    except ValueError:
+        defaults = PROJECT_DEFAULTS
+    flat, origin = _stack(defaults)
+    flat.update(changes)
+    origin.update(where)
+    return flat, origin
+
+
 def load(path: str | Path, overrides: list[str] = (),
          local: str | Path | None = None) -> dict[str, Any]:
-    """Read a params file, then the keys of `local` when that file exists (settings
-    of one machine, such as where its data is, kept out of git), apply `--set`
-    overrides, and check every value.
+    """Read a params file (over params.yaml when it is another file: `_stack`), then
+    the keys of `local` when that file exists (settings of one machine, such as where
+    its data is, kept out of git), apply `--set` overrides, and check every value.
 
     Returns a flat dict {dotted key: value} holding exactly the keys of SCHEMA
     (`settings.of` makes typed settings of it). Messages name the file and line
     (or the --set) a bad value came from.
     """
-    path = Path(path)
-    flat, origin = _read(path)
+    flat, origin = _stack(Path(path))
     if local is not None and Path(local).is_file():
         mine, where = _read(Path(local))
         flat.update(mine)
@@ -220,10 +257,6 @@ def load(path: str | Path, overrides: list[str] = (),
         if key not in SCHEMA:
             raise _unknown(f"--set {text_}", key, value)
         flat[key], origin[key] = value, f"--set {text_}"
-    missing = [k for k in SCHEMA if k not in flat]
-    if missing:
-        raise PipelineError(f"{path}: expected every key of the default params.yaml, "
-                            f"found no {', '.join(missing)}")
     checked = {key: _coerce(key, flat[key], origin[key]) for key in SCHEMA}
     # Built once to check what no single value shows, here rather than when training
     # starts after ingest and preprocess have run.

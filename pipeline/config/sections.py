@@ -4,7 +4,7 @@ A field's type is its kind (int, float, str, bool; `str | None` may be null; a
 Literal is a choice) and its metadata its range (`rule`). params.py derives from
 these what it checks, with file and line in its messages; params.yaml holds every
 value, so no field has a default. Adding an option: a field here, its default in
-each params*.yaml, and its use.
+params.yaml, and its use.
 """
 from __future__ import annotations
 
