@@ -1,0 +1,136 @@
+"""The benchmark's command line, `python -m pipeline.bench`: its options, and the
+order in which the figures are measured."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import bench
+from pipeline.bench import ROOT
+from pipeline.bench.data import KAGGLE, KAGGLE_ROWS, find_csvs, generate_csvs, time_ingest
+from pipeline.bench.distortions import distorted, time_augmented, time_drift
+from pipeline.bench.epochs import epoch_gflop, profile_epoch, time_training
+from pipeline.bench.machine import limit_threads, machine
+from pipeline.bench.members import time_members
+from pipeline.bench.table import report_training, row
+from pipeline.bench.whole_run import time_run
+from pipeline.config import params as params_mod
+from pipeline.config.sections import Train
+from pipeline.nn import network
+from pipeline.steps import preprocess
+from pipeline.training import train
+from pipeline.training.threads import cores
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The benchmark's options."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.bench", description=bench.__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=KAGGLE,
+                        help="folder with train.csv and test.csv, plain or .gz "
+                             "(default: %(default)s; generated data when absent)")
+    parser.add_argument("--generate", type=int, nargs=2, metavar=("TRAIN", "TEST"),
+                        help="use generated data of these row counts instead")
+    parser.add_argument("--threads", type=int, default=cores(),
+                        help="BLAS and PyTorch threads (default: this machine's %(default)s)")
+    parser.add_argument("--repeats", type=int, default=7,
+                        help="training epochs timed for each contender (default: %(default)s)")
+    parser.add_argument("--drift-epochs", type=int, default=80, metavar="N",
+                        help="distorted epochs whose first and last are compared "
+                             "(default: %(default)s, as params-best.yaml; 0 skips)")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    parser.add_argument("--no-run", action="store_true", help="skip timing `python run.py`")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print where one training epoch spends its time")
+    args = parser.parse_args(argv)
+    if args.threads < 1 or args.repeats < 1 or args.drift_epochs < 0:
+        parser.error("--threads and --repeats must be at least 1, --drift-epochs at least 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print one table row per figure."""
+    args = parse_args(argv)
+    torch = None
+    if not args.no_torch:
+        with contextlib.suppress(ImportError):
+            import torch
+            torch.set_num_threads(args.threads)
+    p = params_mod.load(ROOT / "params.yaml")
+    default = Train.of(p)
+    hp = default.plain()                # the work PyTorch does too
+    env = {**os.environ, **{v: str(args.threads) for v in (
+        "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
+
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, limit_threads(args.threads):
+        tmp = Path(tmp)
+        csvs = None if args.generate else find_csvs(args.data)
+        if csvs is None:
+            n_train, n_test = args.generate or KAGGLE_ROWS
+            csvs = generate_csvs(tmp, n_train, n_test, np.random.default_rng(0))
+            source = f"generated, {n_train} labelled + {n_test} test rows, random labels"
+        else:
+            source = str(csvs[0].parent)
+        print(f"machine: {machine(args.threads, torch)}")
+        print(f"data: {source}")
+        print("| figure | value | detail |\n|---|---|---|", flush=True)
+
+        images, labels, test_images = time_ingest(*csvs)
+        # The split and scaling of the preprocess stage, in memory.
+        train_idx, val_idx = preprocess.stratified_split(
+            labels, p["preprocess.val_fraction"], np.random.default_rng([p["seed"], 1]))
+        X, y = preprocess.scale(images[train_idx]), labels[train_idx]          # (N, 784)
+        X_val, y_val = preprocess.scale(images[val_idx]), labels[val_idx]
+        X_test = preprocess.scale(test_images)
+        del images, test_images
+
+        best = Train.of(params_mod.load(ROOT / "params-best.yaml"))
+        # Shifts alone are made in line while BLAS has every core (feed.in_line);
+        # params.yaml also rotates.
+        likes = {"shifts (params.yaml's)": dataclasses.replace(
+                     hp, augment_shift=default.augment_shift),
+                 "distortions (params.yaml)": default,
+                 "distortions (params-best.yaml)": best}
+        distortions = {name: train.augmenter(like, 28) for name, like in likes.items()}
+        fitted, times, contenders = time_training(X, y, X_val, y_val, hp, args.repeats, torch,
+                                                  distortions)
+        report_training(times, epoch_gflop(len(X), len(X_val), X.shape[1], hp.hidden),
+                        (len(X), len(X_val)), hp.batch_size, args.threads, torch, fitted,
+                        contenders)
+        time_augmented(X, y, X_val, y_val, hp, likes, {k: times[k] for k in distortions},
+                       max(2, args.repeats // 2))
+        time_members(X, y, X_val, y_val, best, tmp)
+        if args.drift_epochs:
+            time_drift(X, y, X_val, y_val, distorted(hp, best), args.drift_epochs)
+        if torch is None and not args.no_torch:
+            row("PyTorch comparison", "skipped",
+                "not installed: pip install -r requirements-bench.txt")
+
+        if args.profile:
+            profile_epoch(X, y, X_val, y_val, hp)
+
+        pred_times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            network.predict_proba(fitted, X_test, p["predict.batch_size"]).argmax(axis=1)
+            pred_times.append(time.perf_counter() - started)
+        row("prediction, images/s", f"{len(X_test) / min(pred_times):,.0f}",
+            f"{len(X_test)} test images in {min(pred_times):.3f} s (best of 3)")
+
+        if not args.no_run:
+            wall, peak, accuracy, failure = time_run(csvs[0], csvs[1], tmp, env)
+            if failure:
+                row("`python run.py`", "failed", failure.replace("\n", " / "))
+                return 1
+            shown = f"validation accuracy {100 * accuracy:.2f}%" if accuracy is not None else ""
+            row("`python run.py`, wall", f"{wall:.1f} s", "default params.yaml; " + shown)
+            row("`python run.py`, peak RSS", f"{peak / 2**20:.0f} MiB" if peak else "n/a",
+                "VmHWM, read while it runs" if peak else "no /proc on this system")
+    return 0
