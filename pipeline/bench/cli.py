@@ -3,28 +3,35 @@ order in which the figures are measured."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import bench
 from pipeline.bench import ROOT
-from pipeline.bench.data import KAGGLE, KAGGLE_ROWS, find_csvs, generate_csvs, time_ingest
+from pipeline.bench.data import (
+    KAGGLE,
+    KAGGLE_ROWS,
+    find_csvs,
+    generate_csvs,
+    load_arrays,
+)
 from pipeline.bench.distortions import distorted, time_augmented, time_drift
-from pipeline.bench.epochs import epoch_gflop, profile_epoch, time_training
+from pipeline.bench.epochs import (
+    epoch_gflop,
+    profile_epoch,
+    time_prediction,
+    time_training,
+)
 from pipeline.bench.machine import limit_threads, machine
 from pipeline.bench.members import time_members
 from pipeline.bench.table import report_training, row
-from pipeline.bench.whole_run import time_run
+from pipeline.bench.torch_net import import_torch
+from pipeline.bench.whole_run import report_run
 from pipeline.config import params as params_mod
 from pipeline.config.sections import Train
-from pipeline.nn import network
-from pipeline.steps import preprocess
 from pipeline.training import train
 from pipeline.training.threads import cores
 
@@ -55,19 +62,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+
+def measure_training(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+                     p: dict, args: argparse.Namespace, torch, workdir: Path) -> dict:
+    """Time and print the training figures on X (N, 784), y (N,) and the validation
+    rows, with the params `p`: the epochs against matmul-only and PyTorch, the
+    distortions, the ensemble members, the drift and, with --profile, where an epoch
+    goes. Returns the weights fitted by the timed epochs."""
+    default = Train.of(p)
+    hp = default.plain()                # the work PyTorch does too
+    best = Train.of(params_mod.load(ROOT / "params-best.yaml"))
+    # Shifts alone are made in line while BLAS has every core (feed.in_line);
+    # params.yaml also rotates.
+    likes = {"shifts (params.yaml's)": dataclasses.replace(
+                 hp, augment_shift=default.augment_shift),
+             "distortions (params.yaml)": default,
+             "distortions (params-best.yaml)": best}
+    distortions = {name: train.augmenter(like, 28) for name, like in likes.items()}
+    fitted, times, contenders = time_training(X, y, X_val, y_val, hp, args.repeats, torch,
+                                              distortions)
+    report_training(times, epoch_gflop(len(X), len(X_val), X.shape[1], hp.hidden),
+                    (len(X), len(X_val)), hp.batch_size, args.threads, torch, fitted,
+                    contenders)
+    time_augmented(X, y, X_val, y_val, hp, likes, {k: times[k] for k in distortions},
+                   max(2, args.repeats // 2))
+    time_members(X, y, X_val, y_val, best, workdir)
+    if args.drift_epochs:
+        time_drift(X, y, X_val, y_val, distorted(hp, best), args.drift_epochs)
+    if torch is None and not args.no_torch:
+        row("PyTorch comparison", "skipped",
+            "not installed: pip install -r requirements-bench.txt")
+    if args.profile:
+        profile_epoch(X, y, X_val, y_val, hp)
+    return fitted
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print one table row per figure."""
     args = parse_args(argv)
-    torch = None
-    if not args.no_torch:
-        with contextlib.suppress(ImportError):
-            import torch
-            torch.set_num_threads(args.threads)
+    torch = None if args.no_torch else import_torch(args.threads)
     p = params_mod.load(ROOT / "params.yaml")
-    default = Train.of(p)
-    hp = default.plain()                # the work PyTorch does too
-    env = {**os.environ, **{v: str(args.threads) for v in (
-        "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, limit_threads(args.threads):
         tmp = Path(tmp)
@@ -82,55 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data: {source}")
         print("| figure | value | detail |\n|---|---|---|", flush=True)
 
-        images, labels, test_images = time_ingest(*csvs)
-        # The split and scaling of the preprocess stage, in memory.
-        train_idx, val_idx = preprocess.stratified_split(
-            labels, p["preprocess.val_fraction"], np.random.default_rng([p["seed"], 1]))
-        X, y = preprocess.scale(images[train_idx]), labels[train_idx]          # (N, 784)
-        X_val, y_val = preprocess.scale(images[val_idx]), labels[val_idx]
-        X_test = preprocess.scale(test_images)
-        del images, test_images
-
-        best = Train.of(params_mod.load(ROOT / "params-best.yaml"))
-        # Shifts alone are made in line while BLAS has every core (feed.in_line);
-        # params.yaml also rotates.
-        likes = {"shifts (params.yaml's)": dataclasses.replace(
-                     hp, augment_shift=default.augment_shift),
-                 "distortions (params.yaml)": default,
-                 "distortions (params-best.yaml)": best}
-        distortions = {name: train.augmenter(like, 28) for name, like in likes.items()}
-        fitted, times, contenders = time_training(X, y, X_val, y_val, hp, args.repeats, torch,
-                                                  distortions)
-        report_training(times, epoch_gflop(len(X), len(X_val), X.shape[1], hp.hidden),
-                        (len(X), len(X_val)), hp.batch_size, args.threads, torch, fitted,
-                        contenders)
-        time_augmented(X, y, X_val, y_val, hp, likes, {k: times[k] for k in distortions},
-                       max(2, args.repeats // 2))
-        time_members(X, y, X_val, y_val, best, tmp)
-        if args.drift_epochs:
-            time_drift(X, y, X_val, y_val, distorted(hp, best), args.drift_epochs)
-        if torch is None and not args.no_torch:
-            row("PyTorch comparison", "skipped",
-                "not installed: pip install -r requirements-bench.txt")
-
-        if args.profile:
-            profile_epoch(X, y, X_val, y_val, hp)
-
-        pred_times = []
-        for _ in range(3):
-            started = time.perf_counter()
-            network.predict_proba(fitted, X_test, p["predict.batch_size"]).argmax(axis=1)
-            pred_times.append(time.perf_counter() - started)
-        row("prediction, images/s", f"{len(X_test) / min(pred_times):,.0f}",
-            f"{len(X_test)} test images in {min(pred_times):.3f} s (best of 3)")
-
+        X, y, X_val, y_val, X_test = load_arrays(*csvs, p)
+        fitted = measure_training(X, y, X_val, y_val, p, args, torch, tmp)
+        time_prediction(fitted, X_test, p["predict.batch_size"])
         if not args.no_run:
-            wall, peak, accuracy, failure = time_run(csvs[0], csvs[1], tmp, env)
-            if failure:
-                row("`python run.py`", "failed", failure.replace("\n", " / "))
-                return 1
-            shown = f"validation accuracy {100 * accuracy:.2f}%" if accuracy is not None else ""
-            row("`python run.py`, wall", f"{wall:.1f} s", "default params.yaml; " + shown)
-            row("`python run.py`, peak RSS", f"{peak / 2**20:.0f} MiB" if peak else "n/a",
-                "VmHWM, read while it runs" if peak else "no /proc on this system")
+            return report_run(csvs[0], csvs[1], tmp, args.threads)
     return 0

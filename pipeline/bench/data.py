@@ -9,7 +9,7 @@ import numpy as np
 
 from pipeline.bench import ROOT
 from pipeline.bench.table import row
-from pipeline.steps import ingest
+from pipeline.steps import ingest, preprocess
 
 KAGGLE = ROOT.parent / "shared" / "data" / "digit-recognizer"
 KAGGLE_ROWS = (42000, 28000)        # labelled, test
@@ -78,3 +78,15 @@ def time_ingest(train_csv: Path, test_csv: Path) -> tuple[np.ndarray, np.ndarray
         f"{len(images)} + {len(test_images)} rows; train {train_s:.2f} s, "
         f"test {total - train_s:.2f} s")
     return images, labels, test_images
+
+
+def load_arrays(train_csv: Path, test_csv: Path, p: dict) -> tuple[np.ndarray, ...]:
+    """Ingest both CSVs (timed), then split and scale as the preprocess stage does, in
+    memory, with the params `p`. Returns (X, y, X_val, y_val, X_test): float32 images
+    of shape (n, 784) and int64 labels of shape (n,)."""
+    images, labels, test_images = time_ingest(train_csv, test_csv)
+    train_idx, val_idx = preprocess.stratified_split(
+        labels, p["preprocess.val_fraction"], np.random.default_rng([p["seed"], 1]))
+    X, y = preprocess.scale(images[train_idx]), labels[train_idx]          # (N, 784)
+    X_val, y_val = preprocess.scale(images[val_idx]), labels[val_idx]
+    return X, y, X_val, y_val, preprocess.scale(test_images)

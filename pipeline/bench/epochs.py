@@ -1,5 +1,6 @@
 """Timed training epochs: `train.fit`'s, the matmul-only floor, PyTorch's and each
-distortion alone, by turns in one run; and a profile of one epoch."""
+distortion alone, by turns in one run; a profile of one epoch; and prediction with
+the fitted weights."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,6 +11,7 @@ import numpy as np
 
 from pipeline.bench.distortions import augment_epoch
 from pipeline.bench.machine import PAUSE
+from pipeline.bench.table import row
 from pipeline.bench.torch_net import TorchNet
 from pipeline.config.sections import Train
 from pipeline.nn import network
@@ -105,3 +107,15 @@ def profile_epoch(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.nda
         where = f"{Path(path).stem}." if path.endswith(".py") else ""
         print(f"profile: {v[2]:6.3f} s {100 * v[2] / total:3.0f}%  {where}{name.strip('<>')} "
               f"({v[1]} calls)")
+
+
+def time_prediction(fitted: dict, X_test: np.ndarray, batch_size: int) -> None:
+    """Print the images per second of `network.predict_proba` on X_test (n, 784) with
+    the weights `fitted`, the best of 3."""
+    pred_times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        network.predict_proba(fitted, X_test, batch_size).argmax(axis=1)
+        pred_times.append(time.perf_counter() - started)
+    row("prediction, images/s", f"{len(X_test) / min(pred_times):,.0f}",
+        f"{len(X_test)} test images in {min(pred_times):.3f} s (best of 3)")

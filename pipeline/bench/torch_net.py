@@ -1,9 +1,19 @@
 """The PyTorch contender: the same network and training step, in PyTorch."""
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
+
+
+def import_torch(threads: int):
+    """The torch module, set to use `threads` threads, or None when it is not installed."""
+    with contextlib.suppress(ImportError):
+        import torch
+        torch.set_num_threads(threads)
+        return torch
+    return None
 
 
 class TorchNet:

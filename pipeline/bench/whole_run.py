@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from pipeline.bench import ROOT
+from pipeline.bench.table import row
 
 
 def time_run(train_csv: Path, test_csv: Path, workdir: Path,
@@ -45,3 +47,19 @@ def time_run(train_csv: Path, test_csv: Path, workdir: Path,
             accuracy = json.loads(metrics.read_text()).get("val_accuracy")
             break
     return wall, peak, accuracy, ""
+
+
+def report_run(train_csv: Path, test_csv: Path, workdir: Path, threads: int) -> int:
+    """Time the default `python run.py` with `threads` BLAS threads (`time_run`) and
+    print its rows. Returns 0, or 1 when the run failed."""
+    env = {**os.environ, **{v: str(threads) for v in (
+        "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
+    wall, peak, accuracy, failure = time_run(train_csv, test_csv, workdir, env)
+    if failure:
+        row("`python run.py`", "failed", failure.replace("\n", " / "))
+        return 1
+    shown = f"validation accuracy {100 * accuracy:.2f}%" if accuracy is not None else ""
+    row("`python run.py`, wall", f"{wall:.1f} s", "default params.yaml; " + shown)
+    row("`python run.py`, peak RSS", f"{peak / 2**20:.0f} MiB" if peak else "n/a",
+        "VmHWM, read while it runs" if peak else "no /proc on this system")
+    return 0
