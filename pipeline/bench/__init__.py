@@ -1,8 +1,8 @@
 """The speed benchmark: `python -m pipeline.bench` (`--help` for options).
 
-Measures, on Kaggle-sized data (../shared/data/digit-recognizer beside the project
-when present, else generated CSVs of the same shape), and prints one Markdown table
-row per figure:
+Measures, on the data the pipeline reads (params.yaml's data.train and data.test, or
+`--data FOLDER`), else on generated CSVs of Kaggle's shape, and prints one Markdown
+table row per figure:
   - ingest: seconds to parse train.csv and test.csv, checks included;
   - training: seconds per epoch of `train.fit` at the default batch size, the GFLOP/s
     that achieves, and the same for a plain float32 matmul-only epoch of the same

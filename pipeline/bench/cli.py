@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import tempfile
 from pathlib import Path
 
@@ -11,13 +12,7 @@ import numpy as np
 
 from pipeline import bench
 from pipeline.bench import ROOT
-from pipeline.bench.data import (
-    KAGGLE,
-    KAGGLE_ROWS,
-    find_csvs,
-    generate_csvs,
-    load_arrays,
-)
+from pipeline.bench.data import choose_csvs, load_arrays
 from pipeline.bench.distortions import distorted, time_augmented, time_drift
 from pipeline.bench.epochs import (
     epoch_gflop,
@@ -32,6 +27,7 @@ from pipeline.bench.torch_net import import_torch
 from pipeline.bench.whole_run import report_run
 from pipeline.config import params as params_mod
 from pipeline.config.sections import Train
+from pipeline.errors import PipelineError
 from pipeline.training import train
 from pipeline.training.threads import cores
 
@@ -40,9 +36,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The benchmark's options."""
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.bench", description=bench.__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=KAGGLE,
-                        help="folder with train.csv and test.csv, plain or .gz "
-                             "(default: %(default)s; generated data when absent)")
+    parser.add_argument("--data", type=Path, metavar="FOLDER",
+                        help="folder with train.csv and test.csv, plain, .gz or in "
+                             "digit-recognizer.zip (default: the files of params.yaml's "
+                             "data.train and data.test, as `python run.py` reads them; "
+                             "generated data when they are absent)")
     parser.add_argument("--generate", type=int, nargs=2, metavar=("TRAIN", "TEST"),
                         help="use generated data of these row counts instead")
     parser.add_argument("--threads", type=int, default=cores(),
@@ -60,7 +58,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.threads < 1 or args.repeats < 1 or args.drift_epochs < 0:
         parser.error("--threads and --repeats must be at least 1, --drift-epochs at least 0")
     return args
-
 
 
 def measure_training(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
@@ -101,17 +98,16 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print one table row per figure."""
     args = parse_args(argv)
     torch = None if args.no_torch else import_torch(args.threads)
-    p = params_mod.load(ROOT / "params.yaml")
-
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp, limit_threads(args.threads):
         tmp = Path(tmp)
-        csvs = None if args.generate else find_csvs(args.data)
-        if csvs is None:
-            n_train, n_test = args.generate or KAGGLE_ROWS
-            csvs = generate_csvs(tmp, n_train, n_test, np.random.default_rng(0))
-            source = f"generated, {n_train} labelled + {n_test} test rows, random labels"
-        else:
-            source = str(csvs[0].parent)
+        try:
+            # The figures are of the default params; params.local.yaml only says
+            # where the data is.
+            p = params_mod.load(ROOT / "params.yaml")
+            csvs, source = choose_csvs(args.data, args.generate, tmp)
+        except PipelineError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         print(f"machine: {machine(args.threads, torch)}")
         print(f"data: {source}")
         print("| figure | value | detail |\n|---|---|---|", flush=True)

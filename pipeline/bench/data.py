@@ -1,5 +1,5 @@
-"""The benchmark's data: Kaggle's CSVs where they are, else generated ones of the
-same shape, and the timed ingest of them."""
+"""The benchmark's data: the CSVs the pipeline reads, or those of a folder, else
+generated ones of Kaggle's shape; and the timed ingest of them."""
 from __future__ import annotations
 
 import time
@@ -9,20 +9,27 @@ import numpy as np
 
 from pipeline.bench import ROOT
 from pipeline.bench.table import row
+from pipeline.cli import LOCAL_PARAMS
+from pipeline.config import params as params_mod
+from pipeline.errors import PipelineError
 from pipeline.steps import ingest, preprocess
 
-KAGGLE = ROOT.parent / "shared" / "data" / "digit-recognizer"
 KAGGLE_ROWS = (42000, 28000)        # labelled, test
 LIT_FRACTION = 0.19                 # share of non-zero pixels in an MNIST image
 
 
-def find_csvs(folder: Path) -> tuple[Path, Path] | None:
-    """(train, test) in `folder`, plain or gzipped, or None when either is missing."""
-    found = []
-    for name in ("train", "test"):
-        paths = [folder / f"{name}.csv", folder / f"{name}.csv.gz"]
-        found.append(next((p for p in paths if p.is_file()), None))
-    return None if None in found else (found[0], found[1])
+def find_pair(train: Path, test: Path) -> tuple[Path, Path] | None:
+    """The files to read for `train` and `test` (each itself, gzipped beside it or in
+    Kaggle's zip beside it: `ingest.find_csv`), or None when either is missing."""
+    found = ingest.find_csv(train), ingest.find_csv(test)
+    return None if None in found else found
+
+
+def pipeline_paths(params_file: Path) -> tuple[str, str]:
+    """data.train and data.test as `python run.py` in the project folder reads them:
+    from `params_file`, then params.local.yaml beside it when that exists."""
+    p = params_mod.load(params_file, local=params_file.with_name(LOCAL_PARAMS))
+    return p["data.train"], p["data.test"]
 
 
 def csv_bytes(table: np.ndarray) -> bytes:
@@ -64,6 +71,46 @@ def generate_csvs(folder: Path, n_train: int, n_test: int,
 
     return (write_digits_csv(folder / "train.csv", images(n_train), rng.integers(0, 10, n_train)),
             write_digits_csv(folder / "test.csv", images(n_test), None))
+
+
+def named(csvs: tuple[Path, Path]) -> str:
+    """The files of `csvs`, once when both are one archive."""
+    return str(csvs[0]) if csvs[0] == csvs[1] else f"{csvs[0]} and {csvs[1]}"
+
+
+def generate_kaggle_like(workdir: Path, n_train: int, n_test: int
+                         ) -> tuple[tuple[Path, Path], str]:
+    """`generate_csvs` in `workdir`, seeded; returns (the CSVs, what they are)."""
+    csvs = generate_csvs(workdir, n_train, n_test, np.random.default_rng(0))
+    return csvs, f"generated, {n_train} labelled + {n_test} test rows, random labels"
+
+
+def choose_csvs(folder: Path | None, generate: tuple[int, int] | None,
+                workdir: Path) -> tuple[tuple[Path, Path], str]:
+    """The (train, test) CSVs to time, and what they are for the `data:` line:
+    generated ones of `generate` rows in `workdir` when given; else those in `folder`,
+    raising PipelineError when it lacks one; else the pipeline's (`pipeline_paths`,
+    relative paths from the project folder); else generated ones of Kaggle's shape."""
+    if generate:
+        return generate_kaggle_like(workdir, *generate)
+    if folder is not None:
+        csvs = find_pair(folder / "train.csv", folder / "test.csv")
+        if csvs is None:
+            lacking = [n for n in ("train.csv", "test.csv")
+                       if ingest.find_csv(folder / n) is None]
+            found = "no such folder" if not folder.is_dir() else "no " + " and no ".join(lacking)
+            raise PipelineError(f"--data {folder}: expected train.csv and test.csv there "
+                                f"(plain, .gz or in {ingest.KAGGLE_ZIP}), found {found}")
+        return csvs, f"{named(csvs)} (--data)"
+    train, test = pipeline_paths(ROOT / "params.yaml")
+    csvs = find_pair(ROOT / train, ROOT / test)
+    if csvs is not None:
+        return csvs, f"{named(csvs)} (the params' data.train and data.test)"
+    csvs, what = generate_kaggle_like(workdir, *KAGGLE_ROWS)
+    lacking = " and ".join(p for p in (train, test) if ingest.find_csv(ROOT / p) is None)
+    return csvs, (f"{what}; not found: {lacking} (the params' data.train and data.test, "
+                  f"plain, .gz or in {ingest.KAGGLE_ZIP} beside them); --data FOLDER "
+                  f"names another folder")
 
 
 def time_ingest(train_csv: Path, test_csv: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
