@@ -8,8 +8,8 @@ table row per figure:
     that achieves, and the same for a plain float32 matmul-only epoch of the same
     shapes (the floor everything else is measured against);
   - prediction: images per second;
-  - the subnormal floats left in each parameter after those epochs (an Intel core
-    computes with them about a hundred times slower; an AMD core barely slower);
+  - the subnormal floats left in each parameter after those epochs (slow on some
+    CPUs: docs/speed.md, Subnormal floats);
   - the same network, batch size, RMSprop, L2 and float32 in PyTorch on the CPU,
     when it is installed (`pip install -r requirements-bench.txt`), side by side, in
     its default mode and with flush-denormal on (its best on Intel), and the

@@ -34,7 +34,7 @@ def pipeline_paths(params_file: Path) -> tuple[str, str]:
 
 def csv_bytes(table: np.ndarray) -> bytes:
     """The rows of an integer table (R, C) with values 0-255 as CSV lines, built
-    with array operations (a Python loop over 55 million cells takes minutes)."""
+    with array operations rather than a Python loop over the cells (docs/speed.md)."""
     v = table.ravel().astype(np.int64)
     digits = 1 + (v >= 10) + (v >= 100)                  # characters in each value
     ends = np.cumsum(digits + 1)                          # one past each value's separator

@@ -42,8 +42,8 @@ def augment_epoch(X: np.ndarray, distort: Augmenter, rng: np.random.Generator,
 def time_drift(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, hp: Train,
                epochs: int, window: int = 5) -> None:
     """Train `epochs` epochs distorted as `hp` says and compare the first ones with the
-    last: an epoch that slows down as training goes on shows here (on an Intel Xeon,
-    subnormal weights slowed params-best.yaml's epochs from 1.6 s to 5.3 s over its 80)."""
+    last: an epoch that slows down as training goes on, as subnormal weights made
+    them on Intel (docs/speed.md), shows here."""
     seconds = []
     train.fit(X, y, X_val, y_val, dataclasses.replace(hp, epochs=epochs),
               rng=np.random.default_rng(5), on_epoch=lambda r: seconds.append(r["seconds"]))
@@ -59,11 +59,11 @@ def time_augmented(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.nd
                    rounds: int, epochs: int = 3) -> None:
     """Print what each distortion of `likes` adds to a `train.fit` epoch, as the
     pipeline trains: fit makes each epoch's images ahead on a second thread
-    (pipeline/feed.py), so the cost is what that does not hide, or shifts alone
-    batch by batch as it takes them. Short fits, plain
-    and distorted by turns, so that load hits them alike; the first epoch of each
-    (made before training starts, nothing to hide it) is left out. `alone` holds
-    the seconds of each distortion on one core by itself, for the detail."""
+    (pipeline/training/feed.py), so the cost is what that does not hide, or shifts
+    alone batch by batch as it takes them. Short fits, plain and distorted by turns,
+    so that load hits them alike; the first epoch of each (made before training
+    starts, nothing to hide it) is left out. `alone` holds the seconds of each
+    distortion on one core by itself, for the detail."""
     cfgs = {"plain": hp, **{name: distorted(hp, like) for name, like in likes.items()}}
     times: dict[str, list[float]] = {name: [] for name in cfgs}
     for r in range(rounds):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-PAUSE = 0.25                        # s; OpenBLAS workers spin ~0.1 s after a product
+PAUSE = 0.25                        # s; for OpenBLAS's workers to stop spinning (docs/speed.md)
 
 
 def machine(threads: int, torch) -> str:

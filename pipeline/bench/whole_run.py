@@ -30,7 +30,7 @@ def time_run(train_csv: Path, test_csv: Path, workdir: Path,
                                  stdin=subprocess.DEVNULL)
         # The kernel's peak of the run's own memory (VmHWM), read until it exits. Not
         # ru_maxrss: Linux carries the forking process's size over the exec into it,
-        # and this one holds the benchmark's arrays (it read 912 MiB for a 586 MiB run).
+        # and this one holds the benchmark's arrays (docs/speed.md).
         status_file = Path(f"/proc/{child.pid}/status")
         while child.poll() is None:
             with contextlib.suppress(OSError):          # no /proc, or the child just ended
