@@ -188,11 +188,11 @@ def test_take_refuses_what_its_compiled_loop_would_read_or_write_out_of_bounds(d
 
 
 def test_shifts_alone_are_made_in_line_with_numba_only(monkeypatch):
-    assert Augmenter(SIDE, shift=1.0).in_line
-    assert not Augmenter(SIDE, shift=1.0, rotate=5.0).in_line
-    assert not Augmenter(SIDE).in_line
+    assert Augmenter(SIDE, shift=1.0).shifts_as_taken
+    assert not Augmenter(SIDE, shift=1.0, rotate=5.0).shifts_as_taken
+    assert not Augmenter(SIDE).shifts_as_taken
     monkeypatch.setattr(augment_module, "_shift_kernel", lambda: None)   # no numba
-    assert not Augmenter(SIDE, shift=1.0).in_line
+    assert not Augmenter(SIDE, shift=1.0).shifts_as_taken
 
 
 def test_shifts_move_images_on_both_axes_with_their_spread(digits):

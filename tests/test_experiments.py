@@ -12,8 +12,8 @@ from conftest import ROOT, make_params, run_cli, sample_rows, write_lines
 
 from pipeline import artifacts, cli
 from pipeline.engine import cache, experiments, runner
-from pipeline.steps.graph import STEPS
 from pipeline.steps import train as train_step
+from pipeline.steps.graph import STEPS
 
 TRAIN_OUTS = ("model.npz", "history.csv", "metrics.json", "timing.json")
 UNTIL_SUBMIT = [s for s in STEPS if s.stage != "report"]       # the report adds nothing here

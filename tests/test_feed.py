@@ -9,7 +9,7 @@ from conftest import train_settings
 from pipeline.training import augment as augment_module
 from pipeline.training import threads
 from pipeline.training.augment import Augmenter
-from pipeline.training.feed import Feed, InLine, epoch_rng, feed_for
+from pipeline.training.feed import Ahead, PerBatch, choose_feed, epoch_rng
 
 SIDE = 8
 
@@ -42,7 +42,7 @@ def test_each_epoch_is_its_own_stream_made_ahead_or_not(images, small_chunks, ah
     """Made a block of 16 rows at a time, behind the reader, each epoch's images are
     those of one call on the whole epoch: the block boundaries fall between chunks."""
     augment = Augmenter(SIDE, shift=1.0, rotate=10.0)
-    with Feed(images, augment, seed=5, ahead=ahead, block=16) as feed:
+    with Ahead(images, augment, seed=5, ahead=ahead, block=16) as feed:
         for epoch in range(1, 5):
             order = feed.epoch(epoch, epoch + 1)
             want_order, want = expected(images, augment, 5, epoch)
@@ -54,7 +54,7 @@ def test_the_next_epoch_overwrites_only_rows_handed_back(images, small_chunks):
     """One buffer serves both epochs: rows before the reader's position take the
     next epoch's images, a block at a time; rows still to be read stay as they were."""
     augment = Augmenter(SIDE, shift=1.0)
-    with Feed(images, augment, seed=3, ahead=True, block=16) as feed:
+    with Ahead(images, augment, seed=3, ahead=True, block=16) as feed:
         feed.epoch(1, 2)
         shown = feed.images
         before = read(feed, 40)                           # rows 0-39 read, 0-34 handed back
@@ -69,10 +69,10 @@ def test_the_next_epoch_overwrites_only_rows_handed_back(images, small_chunks):
 
 def test_epochs_differ_and_a_resumed_feed_starts_anywhere(images):
     augment = Augmenter(SIDE, shift=1.0)
-    with Feed(images, augment, seed=5) as feed:
+    with Ahead(images, augment, seed=5) as feed:
         first = [feed.epoch(e, e + 1).copy() for e in (1, 2)]
     assert not np.array_equal(*first)
-    with Feed(images, augment, seed=5) as resumed:      # as after a checkpoint at epoch 1
+    with Ahead(images, augment, seed=5) as resumed:      # as after a checkpoint at epoch 1
         np.testing.assert_array_equal(resumed.epoch(2), first[1])
 
 
@@ -86,7 +86,7 @@ def test_an_error_on_the_thread_reaches_the_caller(images):
         out[:] = batch
         return out
 
-    with Feed(images, broken, seed=1, ahead=True) as feed:
+    with Ahead(images, broken, seed=1, ahead=True) as feed:
         feed.epoch(1, 2)                                  # epoch 2 fails on the thread
         with pytest.raises(ValueError, match="distortion failed"):
             feed.epoch(2, 3)
@@ -105,7 +105,7 @@ def test_an_error_making_the_next_epoch_lets_this_one_finish(images, small_chunk
             raise ValueError("distortion failed")
         return augment(batch, rng, out=out)
 
-    with Feed(images, fails_in_epoch_two, seed=1, ahead=True, block=16) as feed:
+    with Ahead(images, fails_in_epoch_two, seed=1, ahead=True, block=16) as feed:
         feed.epoch(1, 2)
         for start in range(0, len(images), 8):
             feed.rows(start, start + 8)
@@ -117,7 +117,7 @@ def test_an_error_making_the_next_epoch_lets_this_one_finish(images, small_chunk
 
 def test_closing_stops_a_thread_that_waits_for_rows(images):
     augment = Augmenter(SIDE, shift=1.0)
-    with Feed(images, augment, seed=3, ahead=True) as feed:
+    with Ahead(images, augment, seed=3, ahead=True) as feed:
         feed.epoch(1, 2)
         shown = feed.images
         before = shown.copy()
@@ -127,10 +127,10 @@ def test_closing_stops_a_thread_that_waits_for_rows(images):
 
 
 def test_shifts_made_in_line_are_the_feeds(images, small_chunks):
-    """InLine shifts each batch as it is read: the images a feed makes, epoch by epoch."""
+    """PerBatch shifts each batch as it is read: the images a feed makes, epoch by epoch."""
     augment = Augmenter(SIDE, shift=1.5)
-    with Feed(images, augment, seed=4, ahead=True, block=16) as feed, \
-            InLine(images, augment, seed=4) as in_line:
+    with Ahead(images, augment, seed=4, ahead=True, block=16) as feed, \
+            PerBatch(images, augment, seed=4) as in_line:
         for epoch in range(1, 4):
             np.testing.assert_array_equal(in_line.epoch(epoch, epoch + 1),
                                           feed.epoch(epoch, epoch + 1))
@@ -150,14 +150,14 @@ def test_shifts_are_made_in_line_unless_a_feed_has_an_idle_core(monkeypatch, ima
                                                                 blas, ahead, in_line):
     monkeypatch.setattr(threads, "cores", lambda: cores)
     monkeypatch.setattr(threads, "blas_threads", lambda: blas)
-    made = feed_for(images, Augmenter(SIDE, shift=1.0), seed=1, ahead=ahead)
-    assert isinstance(made, InLine) == in_line
-    assert isinstance(feed_for(images, Augmenter(SIDE, shift=1.0, rotate=5.0), seed=1,
-                               ahead=ahead), Feed)
+    made = choose_feed(images, Augmenter(SIDE, shift=1.0), seed=1, ahead=ahead)
+    assert isinstance(made, PerBatch) == in_line
+    assert isinstance(choose_feed(images, Augmenter(SIDE, shift=1.0, rotate=5.0), seed=1,
+                               ahead=ahead), Ahead)
 
 
 def test_fit_shifts_in_line_or_through_a_feed_to_the_same_weights(monkeypatch):
-    """Shifts alone take InLine's path, with numba; without, the feed's. At one BLAS
+    """Shifts alone take PerBatch's path, with numba; without, the feed's. At one BLAS
     thread either way, the weights are the same."""
     from threadpoolctl import threadpool_limits
 
@@ -171,12 +171,12 @@ def test_fit_shifts_in_line_or_through_a_feed_to_the_same_weights(monkeypatch):
 
     def fitted():
         with threadpool_limits(1, user_api="blas"), monkeypatch.context() as patch:
-            patch.setattr(InLine, "rows", lambda self, *a: made.append(1) or real(self, *a))
+            patch.setattr(PerBatch, "rows", lambda self, *a: made.append(1) or real(self, *a))
             params, _ = fit_mod.fit(X[:160], y[:160], X[160:], y[160:], cfg,
-                                  rng=np.random.default_rng(0), feed_ahead=False)
+                                  rng=np.random.default_rng(0), ahead=False)
         return params
 
-    real = InLine.rows
+    real = PerBatch.rows
     in_line = fitted()
     assert made, "shifts alone are made in line"
     monkeypatch.setattr(augment_module, "_shift_kernel", lambda: None)
@@ -218,14 +218,14 @@ def test_blas_has_a_core_fewer_while_the_feed_works_ahead(monkeypatch, images):
     from threadpoolctl import threadpool_limits
     monkeypatch.setattr(threads, "cores", lambda: 3)
     with threadpool_limits(3, user_api="blas"):
-        with Feed(images, Augmenter(SIDE, shift=1.0), seed=1) as feed:
+        with Ahead(images, Augmenter(SIDE, shift=1.0), seed=1) as feed:
             feed.epoch(1, 2)
             assert blas_threads() == 2
         assert blas_threads() == 3                          # given back
-        with Feed(images, Augmenter(SIDE, shift=1.0), seed=1, ahead=False):
+        with Ahead(images, Augmenter(SIDE, shift=1.0), seed=1, ahead=False):
             assert blas_threads() == 3
     with threadpool_limits(1, user_api="blas"):           # as OPENBLAS_NUM_THREADS=1
-        with Feed(images, Augmenter(SIDE, shift=1.0), seed=1):
+        with Ahead(images, Augmenter(SIDE, shift=1.0), seed=1):
             assert blas_threads() == 1                      # a cap, never more
 
 
@@ -238,6 +238,6 @@ def test_blas_threads_come_back_when_training_fails(monkeypatch, images):
 
     with threadpool_limits(3, user_api="blas"):
         with pytest.raises(ValueError, match="distortion failed"):
-            with Feed(images, broken, seed=1) as feed:
+            with Ahead(images, broken, seed=1) as feed:
                 feed.epoch(1, 2)
         assert blas_threads() == 3

@@ -22,8 +22,8 @@ from conftest import ROOT, sample_rows, write_lines
 from pipeline.config import params as params_mod
 from pipeline.engine import cache, runner
 from pipeline.errors import PipelineError
-from pipeline.steps.graph import STEPS
 from pipeline.steps import train as train_step
+from pipeline.steps.graph import STEPS
 
 NAMES = [s.name for s in STEPS]
 BASE = ["train.hidden=8", "train.epochs=1", "data.sample=null"]

@@ -47,7 +47,7 @@ def trained(data, tmp_path, monkeypatch, at_once, seen=None, meet=None, **change
     with threadpool_limits(2, user_api="blas"):
         nets, history = members.train_networks(*data, seed=0, networks=cfg.members, cfg=cfg,
                                              saved_at=tmp_path / "checkpoint.npz", stamp="s",
-                                             side=(at_once, 1))
+                                             parallel=(at_once, 1))
     return nets, history, names
 
 

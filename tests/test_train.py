@@ -23,12 +23,10 @@ from pipeline import artifacts
 from pipeline.config import params as params_mod
 from pipeline.errors import PipelineError
 from pipeline.nn import network, optim
-from pipeline.training import ensemble as model
-from pipeline.training import crossval
-from pipeline.training import fit as fit_mod
-from pipeline.training import members
-from pipeline.training import splits
 from pipeline.steps import train as train_step
+from pipeline.training import crossval, members, splits
+from pipeline.training import ensemble as model
+from pipeline.training import fit as fit_mod
 
 
 @pytest.fixture(scope="module")

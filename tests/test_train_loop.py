@@ -97,7 +97,7 @@ def row_indices(epoch, index: dict) -> np.ndarray:
 class Unchanged(Augmenter):
     """An augmenter whose 'distortion' leaves images as they are, so that rows stay
     recognisable on fit's augmented path: made by a feed."""
-    in_line = False
+    shifts_as_taken = False
 
     def __init__(self):
         super().__init__(SIDE, shift=1.0)
@@ -108,9 +108,9 @@ class Unchanged(Augmenter):
         return out
 
 
-class UnchangedInLine(Unchanged):
-    """The same, taken batch by batch as shifts alone are (feed.InLine)."""
-    in_line = True
+class UnchangedPerBatch(Unchanged):
+    """The same, taken batch by batch as shifts alone are (feed.PerBatch)."""
+    shifts_as_taken = True
 
     def take(self, X, rows, shifts, out):
         return np.take(X, rows, axis=0, out=out)
@@ -132,7 +132,7 @@ class Recording(Augmenter):
         return result
 
 
-AUGMENT = {"plain": None, "augmented": Unchanged, "in line": UnchangedInLine}
+AUGMENT = {"plain": None, "augmented": Unchanged, "in line": UnchangedPerBatch}
 
 
 @pytest.mark.parametrize("augment", AUGMENT)

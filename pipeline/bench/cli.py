@@ -28,7 +28,7 @@ from pipeline.bench.whole_run import report_run
 from pipeline.config import params as params_mod
 from pipeline.config.sections import Train
 from pipeline.errors import PipelineError
-from pipeline.training import train
+from pipeline.training import fit
 from pipeline.training.threads import cores
 
 
@@ -69,13 +69,13 @@ def measure_training(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.
     default = Train.of(p)
     hp = default.plain()                # the work PyTorch does too
     best = Train.of(params_mod.load(ROOT / "params-best.yaml"))
-    # Shifts alone are made in line while BLAS has every core (feed.in_line);
+    # Shifts alone are made in line while BLAS has every core (feed.per_batch);
     # params.yaml also rotates.
     likes = {"shifts (params.yaml's)": dataclasses.replace(
                  hp, augment_shift=default.augment_shift),
              "distortions (params.yaml)": default,
              "distortions (params-best.yaml)": best}
-    distortions = {name: train.augmenter(like, 28) for name, like in likes.items()}
+    distortions = {name: fit.augmenter(like, 28) for name, like in likes.items()}
     fitted, times, contenders = time_training(X, y, X_val, y_val, hp, args.repeats, torch,
                                               distortions)
     report_training(times, epoch_gflop(len(X), len(X_val), X.shape[1], hp.hidden),

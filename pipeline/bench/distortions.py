@@ -1,4 +1,4 @@
-"""What distorting the training images costs: alone on one core, added to `train.fit`'s
+"""What distorting the training images costs: alone on one core, added to `fit.fit`'s
 epochs, and over a long distorted run."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 from pipeline.bench.machine import PAUSE
 from pipeline.bench.table import row
 from pipeline.config.sections import Train
-from pipeline.training import feed, train
+from pipeline.training import feed, fit
 from pipeline.training.augment import Augmenter
 
 
@@ -28,7 +28,7 @@ def augment_epoch(X: np.ndarray, distort: Augmenter, rng: np.random.Generator,
     by batch, as they are taken)."""
     started = time.perf_counter()
     order = rng.permutation(len(X))
-    if feed.in_line(distort):
+    if feed.per_batch(distort):
         shifts = distort.draw_shifts(len(X), rng)
         for start in range(0, len(X), batch):
             rows = order[start:start + batch]
@@ -45,7 +45,7 @@ def time_drift(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarra
     last: an epoch that slows down as training goes on, as subnormal weights made
     them on Intel (docs/speed.md), shows here."""
     seconds = []
-    train.fit(X, y, X_val, y_val, dataclasses.replace(hp, epochs=epochs),
+    fit.fit(X, y, X_val, y_val, dataclasses.replace(hp, epochs=epochs),
               rng=np.random.default_rng(5), on_epoch=lambda r: seconds.append(r["seconds"]))
     window = max(1, min(window, epochs // 2))
     first, last = min(seconds[:window]), min(seconds[-window:])
@@ -57,7 +57,7 @@ def time_drift(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarra
 def time_augmented(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
                    hp: Train, likes: dict[str, Train], alone: dict[str, list[float]],
                    rounds: int, epochs: int = 3) -> None:
-    """Print what each distortion of `likes` adds to a `train.fit` epoch, as the
+    """Print what each distortion of `likes` adds to a `fit.fit` epoch, as the
     pipeline trains: fit makes each epoch's images ahead on a second thread
     (pipeline/training/feed.py), so the cost is what that does not hide, or shifts
     alone batch by batch as it takes them. Short fits, plain and distorted by turns,
@@ -68,7 +68,7 @@ def time_augmented(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.nd
     times: dict[str, list[float]] = {name: [] for name in cfgs}
     for r in range(rounds):
         for name, cfg in cfgs.items():
-            _, history = train.fit(X, y, X_val, y_val, dataclasses.replace(cfg, epochs=epochs),
+            _, history = fit.fit(X, y, X_val, y_val, dataclasses.replace(cfg, epochs=epochs),
                                    rng=np.random.default_rng([6, r]))
             times[name] += [h["seconds"] for h in history[1:]]
             time.sleep(PAUSE)

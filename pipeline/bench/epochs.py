@@ -1,4 +1,4 @@
-"""Timed training epochs: `train.fit`'s, the matmul-only floor, PyTorch's and each
+"""Timed training epochs: `fit.fit`'s, the matmul-only floor, PyTorch's and each
 distortion alone, by turns in one run; a profile of one epoch; and prediction with
 the fitted weights."""
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pipeline.bench.table import row
 from pipeline.bench.torch_net import TorchNet
 from pipeline.config.sections import Train
 from pipeline.nn import network
-from pipeline.training import train
+from pipeline.training import fit
 from pipeline.training.augment import Augmenter
 
 
 def epoch_gflop(n: int, n_val: int, n_in: int, hidden: int, n_out: int = 10) -> float:
-    """GFLOP in the matrix products of one `train.fit` epoch: per training row,
+    """GFLOP in the matrix products of one `fit.fit` epoch: per training row,
     X @ W1 and X.T @ dh (784 x H each) plus three of H x 10; per validation row,
     the forward pass. A multiply-add counts as two."""
     per_row = 2 * n_in * hidden + 3 * hidden * n_out
@@ -30,7 +30,7 @@ def epoch_gflop(n: int, n_val: int, n_in: int, hidden: int, n_out: int = 10) -> 
 def matmul_epoch(X: np.ndarray, X_val: np.ndarray, params: dict, batch_size: int,
                  predict_rows: int = 4096) -> float:
     """Seconds for the float32 matrix products of one epoch and nothing else: the
-    same shapes as `train.fit`, into preallocated arrays, on contiguous rows."""
+    same shapes as `fit.fit`, into preallocated arrays, on contiguous rows."""
     W1, W2 = params["W1"], params["W2"]
     h = np.empty((max(batch_size, predict_rows), W1.shape[1]), np.float32)
     z = np.empty((len(h), W2.shape[1]), np.float32)
@@ -55,7 +55,7 @@ def matmul_epoch(X: np.ndarray, X_val: np.ndarray, params: dict, batch_size: int
 def time_training(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
                   hp: Train, repeats: int, torch, distortions: dict[str, Augmenter]
                   ) -> tuple[dict, dict[str, list[float]], dict]:
-    """Train `repeats` + 1 epochs with `train.fit` and `hp` (`Train.plain`, so that the
+    """Train `repeats` + 1 epochs with `fit.fit` and `hp` (`Train.plain`, so that the
     epochs are the work PyTorch does too); after each, a matmul-only epoch,
     each of `distortions` alone, and PyTorch epochs in its default and flush-denormal
     modes (when `torch` is given).
@@ -86,20 +86,20 @@ def time_training(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.nda
             for k, v in took.items():
                 times[k].append(v)
 
-    fitted, _ = train.fit(X, y, X_val, y_val, dataclasses.replace(hp, epochs=repeats + 1),
+    fitted, _ = fit.fit(X, y, X_val, y_val, dataclasses.replace(hp, epochs=repeats + 1),
                           rng=np.random.default_rng(1), on_epoch=between_epochs)
     return fitted, times, contenders
 
 
 def profile_epoch(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
                   hp: Train, top: int = 8) -> None:
-    """Print where one `train.fit` epoch spends its time, by function (cProfile's own
+    """Print where one `fit.fit` epoch spends its time, by function (cProfile's own
     time; a matrix product counts to the function that calls it)."""
     import cProfile
     import pstats
 
     profiler = cProfile.Profile()
-    profiler.runcall(train.fit, X, y, X_val, y_val, dataclasses.replace(hp, epochs=1),
+    profiler.runcall(fit.fit, X, y, X_val, y_val, dataclasses.replace(hp, epochs=1),
                      rng=np.random.default_rng(3))
     stats = pstats.Stats(profiler).stats                # {(file, line, name): (.., tottime, ..)}
     total = sum(v[2] for v in stats.values())

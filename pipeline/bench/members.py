@@ -10,18 +10,18 @@ import numpy as np
 from pipeline.bench.machine import PAUSE
 from pipeline.bench.table import row
 from pipeline.config.sections import Train
-from pipeline.training import train
+from pipeline.training import members as training_members
 from pipeline.training.threads import cores
 
 
 def time_members(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
                  best: Train, workdir: Path, rounds: int = 2, epochs: int = 8) -> None:
     """Time two of `best`'s members trained one at a time and side by side
-    (`train.side_by_side`), by turns, as `train.run` trains them."""
-    at_once, each = train.side_by_side(best)
+    (`training.members.side_by_side`), by turns, as the train step trains them."""
+    at_once, each = training_members.side_by_side(best)
     if at_once < 2:
         row("ensemble members side by side", "not here",
-            f"train.side_by_side trains them one at a time here ({each} BLAS thread(s) of "
+            f"side_by_side trains them one at a time here ({each} BLAS thread(s) of "
             f"{cores()} cores for one network)")
         return
     cfg = dataclasses.replace(best, epochs=epochs, members=2)
@@ -30,7 +30,8 @@ def time_members(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndar
         for side in times:
             started = time.perf_counter()
             saved_at = workdir / f"members-{r}-{side[0]}.npz"      # no resuming
-            train.train_networks(X, y, X_val, y_val, r, 2, cfg, saved_at, "bench", side=side)
+            training_members.train_networks(X, y, X_val, y_val, r, 2, cfg, saved_at, "bench",
+                                            parallel=side)
             times[side].append(time.perf_counter() - started)
             time.sleep(PAUSE)
     alone, beside = min(times[(1, each)]), min(times[(2, each)])

@@ -17,7 +17,7 @@ def import_torch(threads: int):
 
 
 class TorchNet:
-    """The same network, loss, optimizer and L2 as `train.fit`, in PyTorch on the CPU,
+    """The same network, loss, optimizer and L2 as `fit.fit`, in PyTorch on the CPU,
     trained the way its documentation shows (nn.Linear, cross_entropy, backward,
     optim.RMSprop), starting from the same float32 weights."""
 
@@ -57,7 +57,7 @@ class TorchNet:
 
     def epoch(self, X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
               batch_size: int, rng: np.random.Generator, flush_denormal: bool = False) -> float:
-        """Seconds for one epoch as `train.fit` runs it: shuffled batches, the loss
+        """Seconds for one epoch as `fit.fit` runs it: shuffled batches, the loss
         and accuracy of each, then the validation loss and accuracy. flush_denormal
         turns on the CPU's flush-to-zero mode for the epoch (in this thread only; it
         is turned off again before NumPy's epochs run)."""

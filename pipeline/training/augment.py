@@ -78,7 +78,7 @@ class Augmenter:
         return not any((self.rotate, self.scale, self.shear, self.elastic_alpha))
 
     @property
-    def in_line(self) -> bool:
+    def shifts_as_taken(self) -> bool:
         """True when `take` shifts rows as they are taken, in one compiled pass (shifts
         alone, with numba): fast enough to need no thread of its own (pipeline/feed.py)."""
         return self.active and self.shift_only and _shift_kernel() is not None

@@ -1,15 +1,15 @@
 """Each epoch's training images, shuffled and distorted afresh, made ahead.
 
 Distorting 37800 images costs about as much as a training epoch's matrix products,
-in NumPy on one core. `Feed` makes the next epoch's images on a second thread while
+in NumPy on one core. `Ahead` makes the next epoch's images on a second thread while
 the network trains on this epoch's, a block at a time over rows training is done
 with, so on a machine with two cores or more that cost is mostly hidden, for one
 buffer of the images' size. Meanwhile BLAS gets one core fewer: OpenBLAS's threads
 wait for each other by spinning, so a product whose thread shares a core with the
 feed waits for it (docs/speed.md, Threads).
 
-Shifts alone cost less than the BLAS thread a feed takes: `InLine` shifts each batch
-as training takes it, in one compiled pass, and BLAS keeps every core. `feed_for`
+Shifts alone cost less than the BLAS thread a feed takes: `PerBatch` shifts each batch
+as training takes it, in one compiled pass, and BLAS keeps every core. `choose_feed`
 chooses.
 
 Epoch e draws its order and its distortions from a stream of its own,
@@ -37,7 +37,7 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
 BLOCK = 4096        # rows the feed makes at a time; a multiple of augment.CHUNK
 
 
-class Feed:
+class Ahead:
     """Epoch e's rows of X (N, D), in a new order and through `augment`.
 
     `epoch(e, then)` returns epoch e's order (N,), and when `then` is given starts
@@ -165,7 +165,7 @@ class Feed:
         finally:
             self._limits.close()
 
-    def __enter__(self) -> "Feed":
+    def __enter__(self) -> "Ahead":
         now = threads.blas_threads() if self.ahead else None
         if now is not None:
             self._limits.enter_context(threads.blas_limit(threads.beside_feed(now)))
@@ -175,39 +175,39 @@ class Feed:
         self.close()
 
 
-def feed_for(X: np.ndarray, augment, seed: int, ahead: bool | None = None) -> "Feed | InLine":
-    """The feed of X's epochs through `augment`: an InLine when `in_line(augment,
-    ahead)`, else a Feed. Either gives the same images."""
-    if in_line(augment, ahead):
-        return InLine(X, augment, seed)
-    return Feed(X, augment, seed, ahead)
+def choose_feed(X: np.ndarray, augment, seed: int, ahead: bool | None = None) -> "Ahead | PerBatch":
+    """The feed of X's epochs through `augment`: a PerBatch when `per_batch(augment,
+    ahead)`, else an Ahead. Either gives the same images."""
+    if per_batch(augment, ahead):
+        return PerBatch(X, augment, seed)
+    return Ahead(X, augment, seed, ahead)
 
 
-def in_line(augment, ahead: bool | None = None) -> bool:
-    """Whether augment's images are best made in line: it can (`augment.in_line`:
-    shifts alone, compiled), and a Feed working ahead would not have a core that
+def per_batch(augment, ahead: bool | None = None) -> bool:
+    """Whether augment's images are best made in line: it can (`augment.shifts_as_taken`:
+    shifts alone, compiled), and an Ahead working ahead would not have a core that
     BLAS leaves idle anyway (as with OPENBLAS_NUM_THREADS=1 on two cores), where it
     costs training nothing. It depends on the cores and the BLAS limit in force,
     never on timing, and both ways give the same images."""
-    if not getattr(augment, "in_line", False):
+    if not getattr(augment, "shifts_as_taken", False):
         return False
     ahead = threads.cores() > 1 if ahead is None else ahead
     blas = threads.blas_threads()
     return not (ahead and blas is not None and blas < threads.cores())    # no idle core
 
 
-class InLine:
-    """What `Feed` hands out, made as it is read, on the reader's thread: for an
-    augmenter whose `take` distorts rows as it gathers them (`in_line`: shifts
+class PerBatch:
+    """What `Ahead` hands out, made as it is read, on the reader's thread: for an
+    augmenter whose `take` distorts rows as it gathers them (`per_batch`: shifts
     alone, compiled), which costs less than the BLAS thread a feed takes.
 
-    The same interface as Feed and the same images: epoch e's order and shifts are
-    drawn from `epoch_rng(seed, e)` as Feed draws them. rows(start, stop) are made
+    The same interface as Ahead and the same images: epoch e's order and shifts are
+    drawn from `epoch_rng(seed, e)` as Ahead draws them. rows(start, stop) are made
     afresh into a buffer of this object's, valid until the next call.
     """
 
     def __init__(self, X: np.ndarray, augment, seed: int):
-        assert augment.in_line, "InLine makes shifts alone: use feed_for"
+        assert augment.shifts_as_taken, "PerBatch makes shifts alone: use choose_feed"
         self.X, self.augment, self.seed = X, augment, seed
         self._order = self._shifts = None
         self._out = np.empty((0, X.shape[1]), X.dtype)
@@ -227,7 +227,7 @@ class InLine:
         return self.augment.take(self.X, self._order[start:stop],
                                  self._shifts[:, start:stop], self._out[:stop - start])
 
-    def __enter__(self) -> "InLine":
+    def __enter__(self) -> "PerBatch":
         return self
 
     def __exit__(self, *exc) -> None:

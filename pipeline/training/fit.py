@@ -20,7 +20,7 @@ from pipeline.nn.optim import RMSprop
 from pipeline.nn.schedule import Schedule
 from pipeline.training.augment import Augmenter
 from pipeline.training.checkpoint import Snapshot
-from pipeline.training.feed import epoch_rng, feed_for
+from pipeline.training.feed import choose_feed, epoch_rng
 
 Teacher = Callable[[np.ndarray], np.ndarray]        # images (N, 784) -> soft targets (N, 10)
 
@@ -30,16 +30,16 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg:
         resume: Snapshot | None = None,
         on_snapshot: Callable[[Snapshot], None] | None = None,
         teacher: Teacher | None = None,
-        feed_ahead: bool | None = None) -> tuple[dict, list[dict]]:
+        ahead: bool | None = None) -> tuple[dict, list[dict]]:
     """Train one network on X (N, 784) float32 with integer labels y (N,), scoring
     it on X_val, y_val after each epoch, as cfg (params.yaml's train section) says;
     members, all_rows, cv_folds and distill_epochs are read by the callers.
 
     on_epoch gets each epoch's history row; on_snapshot a Snapshot at the end of
     each epoch (its arrays are fit's own: copy them to keep them), and `resume` goes
-    on from one. A `teacher` makes fit distil (network.loss says how). feed_ahead:
+    on from one. A `teacher` makes fit distil (network.loss says how). ahead:
     whether distortions may be made an epoch ahead on a thread of their own
-    (`feed.feed_for`); the weights are the same either way.
+    (`feed.choose_feed`); the weights are the same either way.
 
     Returns (params, history): one row per epoch with the keys of
     `steps.train.HISTORY_COLUMNS` but `member`, and `seconds`, its wall time. Raises
@@ -55,7 +55,7 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg:
     targets = teacher(X) if teacher is not None and augment is None else None
     # With augmentation, a feed makes each epoch's shuffled, distorted copy (ahead, on
     # a core of its own, or batch by batch for shifts alone: pipeline/training/feed.py).
-    feed = None if augment is None else feed_for(X, augment, run.epoch_seed, feed_ahead)
+    feed = None if augment is None else choose_feed(X, augment, run.epoch_seed, ahead)
     with feed or contextlib.nullcontext():      # ends its thread however training ends
         for epoch in range(len(run.history) + 1, cfg.epochs + 1):
             if cfg.patience and run.since_best >= cfg.patience:

@@ -17,7 +17,7 @@ from pipeline import progress
 from pipeline.config.sections import Train
 from pipeline.nn import network
 from pipeline.training import checkpoint, threads
-from pipeline.training.feed import in_line
+from pipeline.training.feed import per_batch
 from pipeline.training.fit import Teacher, augmenter, fit
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def side_by_side(cfg: Train) -> tuple[int, int]:
     blas = threads.blas_threads()
     distort = augmenter(cfg, 28)
     if (blas is None or not threads.limit_is_global() or not distort.active
-            or in_line(distort)):
+            or per_batch(distort)):
         return 1, blas or 1
     each = threads.beside_feed(blas)
     return max(1, min(cfg.members, threads.cores() // each)), each
@@ -54,13 +54,13 @@ def soft_targets(nets: list[dict], temperature: float) -> Teacher:
 
 def train_networks(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
                    seed: int, networks: int, cfg: Train, saved_at: Path,
-                   stamp: str, side: tuple[int, int] | None = None
+                   stamp: str, parallel: tuple[int, int] | None = None
                    ) -> tuple[list[dict], list[dict]]:
     """Train `networks` networks with `fit` and cfg on X (N, 784), y (N,), network k
     from the seed [seed, 2, k]. When there are more than cfg.members, the last is a
     student of the members (distilled at cfg.distill_temperature for
-    cfg.distill_epochs epochs, or cfg.epochs when that is 0). `side`: (how many at
-    once, BLAS threads each), by default `side_by_side(cfg)`. The checkpoint at
+    cfg.distill_epochs epochs, or cfg.epochs when that is 0). `parallel`: (how many
+    at once, BLAS threads each), by default `side_by_side(cfg)`. The checkpoint at
     `saved_at`, with key `stamp`, is updated after every epoch and resumed from.
 
     Returns (the params of each network, the history rows of all, each with its
@@ -74,7 +74,7 @@ def train_networks(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.nd
     finished = (sum(len(rows) for _, rows in done.values())
                 + sum(state.epoch for state in training.values()))
     shapes = network.shapes(X.shape[1], cfg.hidden, 10)
-    at_once, each = side or side_by_side(cfg)
+    at_once, each = parallel or side_by_side(cfg)
     waiting = [k for k in range(min(networks, cfg.members)) if k not in done]
     # A bar on a terminal, else log lines; closed even when training fails.
     with progress.Epochs(cfg.epochs, networks, total=total, done=finished) as shown:
@@ -128,7 +128,7 @@ class Members:
         with np.errstate(over="ignore", invalid="ignore"):
             params, rows = fit(*self.data, fitted, rng=np.random.default_rng([self.seed, 2, k]),
                                on_epoch=on_epoch, resume=self.training.get(k),
-                               on_snapshot=on_snapshot, teacher=teacher, feed_ahead=ahead)
+                               on_snapshot=on_snapshot, teacher=teacher, ahead=ahead)
         with self.lock:
             self.done[k] = (network.pack(params)[0], rows)
             self.training.pop(k, None)
