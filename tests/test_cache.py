@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from conftest import make_params
 
-from pipeline import artifacts, cli
+from pipeline import artifacts
+from pipeline.commands import runs
 from pipeline.engine import cache, experiments, runner
 from pipeline.steps.graph import STEPS
 
@@ -121,6 +122,6 @@ def test_a_run_in_a_home_folder_with_a_cache_deletes_nothing_of_it(tmp_path, tin
     params["train.epochs"] = 2
     runner.run(params, UNTIL_SUBMIT, journal=experiments.Journal("params.yaml", {}))
     assert still_there(home / ".cache", files)
-    cli.cache_command(params, ["clear"])
+    runs.cache_command(params, ["clear"])
     assert still_there(home / ".cache", files)
     assert os.listdir(home / ".cache") != []

@@ -7,7 +7,8 @@ from conftest import make_params, run_cli, sample_rows
 from PIL import Image, ImageFilter
 
 from pipeline import artifacts
-from pipeline.commands import image
+from pipeline.commands import predict_image
+from pipeline.images import prepare as image
 from pipeline.errors import PipelineError
 from pipeline.nn import network
 from pipeline.training import ensemble as model
@@ -127,11 +128,11 @@ def test_a_bad_file_does_not_hold_back_the_others(tmp_path, rng):
     digits, _ = sample_digits(2)
     good = [render(d, tmp_path / f"d{i}.png") for i, d in enumerate(digits)]
     Image.new("L", (50, 40), 200).save(tmp_path / "blank.png")
-    results = image.classify(saved, [good[0], tmp_path / "blank.png", tmp_path / "gone.png",
+    results = predict_image.classify(saved, [good[0], tmp_path / "blank.png", tmp_path / "gone.png",
                                      good[1]])
     assert isinstance(results[1], PipelineError) and "blank.png: found no digit" in str(results[1])
     assert isinstance(results[2], PipelineError) and "gone.png: file not found" in str(results[2])
-    alone = image.classify(saved, good)              # the same answers without the bad two
+    alone = predict_image.classify(saved, good)              # the same answers without the bad two
     assert [results[0], results[3]] == alone and len(alone[0]) == 3
     (tmp_path / "out" / "train").mkdir(parents=True)
     saved.rename(tmp_path / "out" / "train" / "model.npz")

@@ -206,9 +206,13 @@ def test_unknown_stage_is_refused():
     with pytest.raises(runner.PipelineError, match="unknown stage 'xyz': expected one of"):
         runner.select(["xyz"], None)
     with pytest.raises(runner.PipelineError, match="'status' is a command of its own"):
-        runner.select(["train", "status"], None)
+        runner.select(["train", "status"], None, cli.USAGES)
     with pytest.raises(runner.PipelineError, match="`python run.py predict-image PATH...`"):
-        runner.select([], "predict-image")
+        runner.select([], "predict-image", cli.USAGES)
+    # The command line's own commands are named, and only there.
+    assert set(cli.USAGES) == {"status", "predict-image", "runs", "restore", "cache"}
+    for name, usage in cli.USAGES.items():
+        assert usage.split()[0] == name and name in cli.USAGE_EPILOG
 
 
 def test_cli_status_and_skip(tmp_path, tiny_csvs):

@@ -9,9 +9,9 @@ import numpy as np
 
 from pipeline.bench import ROOT
 from pipeline.bench.table import row
-from pipeline.cli import LOCAL_PARAMS
 from pipeline.config import params as params_mod
 from pipeline.errors import PipelineError
+from pipeline.images.pixels import scale
 from pipeline.steps import ingest, preprocess
 
 KAGGLE_ROWS = (42000, 28000)        # labelled, test
@@ -28,7 +28,7 @@ def find_pair(train: Path, test: Path) -> tuple[Path, Path] | None:
 def pipeline_paths(params_file: Path) -> tuple[str, str]:
     """data.train and data.test as `python run.py` in the project folder reads them:
     from `params_file`, then params.local.yaml beside it when that exists."""
-    p = params_mod.load(params_file, local=params_file.with_name(LOCAL_PARAMS))
+    p = params_mod.load(params_file, local=params_file.with_name(params_mod.LOCAL))
     return p["data.train"], p["data.test"]
 
 
@@ -134,6 +134,6 @@ def load_arrays(train_csv: Path, test_csv: Path, p: dict) -> tuple[np.ndarray, .
     images, labels, test_images = time_ingest(train_csv, test_csv)
     train_idx, val_idx = preprocess.stratified_split(
         labels, p["preprocess.val_fraction"], np.random.default_rng([p["seed"], 1]))
-    X, y = preprocess.scale(images[train_idx]), labels[train_idx]          # (N, 784)
-    X_val, y_val = preprocess.scale(images[val_idx]), labels[val_idx]
-    return X, y, X_val, y_val, preprocess.scale(test_images)
+    X, y = scale(images[train_idx]), labels[train_idx]          # (N, 784)
+    X_val, y_val = scale(images[val_idx]), labels[val_idx]
+    return X, y, X_val, y_val, scale(test_images)

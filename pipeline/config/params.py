@@ -53,6 +53,7 @@ SCHEMA: dict[str, Spec] = {key: _spec(kind, metadata)
 # project's, beside run.py: not over one beside it or in the current folder, so that
 # where a file of changes is kept, or run from, does not change what it means.
 DEFAULTS = "params.yaml"
+LOCAL = "params.local.yaml"    # beside the params file: one machine's settings, not in git
 PROJECT_DEFAULTS = sources.ROOT / DEFAULTS
 
 

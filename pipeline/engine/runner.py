@@ -31,8 +31,6 @@ from pipeline.steps.graph import STAGES, STEPS, Step
 log = logging.getLogger(__name__)
 
 RECORDS = ".records"
-COMMANDS = {"status": "status", "predict-image": "predict-image PATH...",  # not stages
-            "runs": "runs [--csv]", "restore": "restore N", "cache": "cache [clear]"}
 
 
 @dataclass
@@ -255,20 +253,23 @@ class Runner:
                                        step.name in restored)
 
 
-def select(stages: list[str], start: str | None) -> list[Step]:
+def select(stages: list[str], start: str | None,
+           commands: dict[str, str] | None = None) -> list[Step]:
     """The steps for the named stages (or `ingest:test`-style step names), or
-    from `start` on; every step when neither is given."""
+    from `start` on; every step when neither is given. `commands` (name -> usage)
+    are the command line's other commands, named in the messages."""
+    commands = commands or {}
     names = list(STAGES) + [s.name for s in STEPS]
     for name in stages + ([start] if start else []):
-        if name in COMMANDS:
+        if name in commands:
             raise PipelineError(f"'{name}' is a command of its own: `python run.py "
-                                f"{COMMANDS[name]}`, first and without stage names or --from")
+                                f"{commands[name]}`, first and without stage names or --from")
         if name not in names:
-            close = difflib.get_close_matches(name, names + list(COMMANDS), n=1)
+            close = difflib.get_close_matches(name, names + list(commands), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise PipelineError(
                 f"unknown stage '{name}'{hint}: expected one of {', '.join(STAGES)}, a step "
-                f"such as {STEPS[0].name}, or a command: {', '.join(COMMANDS)}")
+                f"such as {STEPS[0].name}, or a command: {', '.join(commands)}")
     if start:
         first = next(i for i, s in enumerate(STEPS) if start in (s.stage, s.name))
         return list(STEPS[first:])

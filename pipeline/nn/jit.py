@@ -15,7 +15,7 @@ def compile(loop: Callable, example: tuple, what: str) -> Callable | None:
     """`loop` compiled by numba and called once on `example` (so that it compiles, or
     loads from the cache, now rather than in an epoch), or None.
 
-    numba is imported here, on first use: it takes about 0.3 s, and only training
+    numba is imported here, on first use: its import is slow, and only training
     needs it. Compiled once per machine and kept in __pycache__ (or numba's cache
     folder; with neither writable, compiled once per run). NUMBA_DISABLE_JIT would
     run the loop in Python, far slower than NumPy, so it gives None; any other

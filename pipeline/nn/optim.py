@@ -3,9 +3,8 @@
 The step is written twice: in NumPy (`RMSprop.step_numpy`, the definition, read it
 first) and as one loop (`_step_loop`, compiled by numba through pipeline/jit.py) that
 does the same float32 operations in the same order, so both give the same bits
-(tests/test_optim.py). NumPy makes nine passes over the 203,530 values; the loop
-makes one: 3.5 times faster, 3.7 with the L2 term, and a two-thread training epoch
-takes 15% less.
+(tests/test_optim.py). NumPy makes nine passes over the parameters; the loop makes
+one (docs/speed.md measures what that saves).
 """
 from __future__ import annotations
 

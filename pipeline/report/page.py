@@ -1,7 +1,7 @@
 """The report's "Draw a digit" panel: a canvas, and the network running in the page.
 
 The page prepares a drawing the way `predict-image` prepares an image file
-(pipeline/commands/image.py) and runs the forward pass of pipeline/nn/network.py, in
+(pipeline/images/prepare.py) and runs the forward pass of pipeline/nn/network.py, in
 plain JavaScript (static/draw.js; no framework, nothing fetched). The panel's HTML
 (templates/panel.html), its CSS (static/draw.css) and its script are inlined into
 index.html, so the page works offline, opened from the file. The weights of the saved
@@ -19,7 +19,7 @@ from string import Template
 
 import numpy as np
 
-from pipeline.commands import image
+from pipeline.images import prepare as image
 from pipeline.nn import network
 
 CANVAS = 280            # drawing canvas, pixels a side: 10 per MNIST pixel

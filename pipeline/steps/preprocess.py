@@ -1,4 +1,5 @@
-"""Stage 2, preprocess: scale pixels to [0, 1] float32 and split off validation rows."""
+"""Stage 2, preprocess: scale pixels to [0, 1] float32 (`images.pixels.scale`) and split
+off validation rows (`training.splits.stratified_split`)."""
 from __future__ import annotations
 
 import logging
@@ -8,14 +9,10 @@ import numpy as np
 
 from pipeline import artifacts
 from pipeline.errors import PipelineError
+from pipeline.images.pixels import scale
 from pipeline.training.splits import stratified_split
 
 log = logging.getLogger(__name__)
-
-
-def scale(images: np.ndarray) -> np.ndarray:
-    """uint8 images (N, 784) -> float32 (N, 784) in [0, 1]."""
-    return images.astype(np.float32) * np.float32(1.0 / 255.0)
 
 
 def run_train(params: dict, deps: dict[str, Path], outs: dict[str, Path]) -> None:

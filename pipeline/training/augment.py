@@ -145,8 +145,8 @@ class Augmenter:
 
     def _scratch(self, n: int, dtype: np.dtype) -> Scratch | ShiftScratch:
         """Buffers for chunks of n images, kept from call to call, one set per thread:
-        the feed calls once a block, and fresh buffers (11 MB) each time made its
-        epochs 10% slower."""
+        the feed calls once a block, and fresh buffers each time made its epochs
+        slower (docs/speed.md)."""
         key, kept = getattr(self._kept, "buffers", (None, None))
         if key != (n, dtype):
             kept = (ShiftScratch(n, self.side, int(np.ceil(self.shift)), dtype)

@@ -1,9 +1,9 @@
-"""`python run.py predict-image PATH...`: classify the user's own digit images.
+"""A picture of a digit -> the 784 pixels the network reads, as MNIST's were made.
 
-An image is prepared the way MNIST's digits were: grey levels, light ink on a
-dark ground (inverted when the ground is light), cropped to the ink, scaled to
-fit a 20x20 box keeping its aspect, and placed in a 28x28 field with its centre
-of mass at the centre. The trained model then gives its three likeliest classes.
+Grey levels, light ink on a dark ground (inverted when the ground is light), cropped
+to the ink, scaled to fit a 20x20 box keeping its aspect, and placed in a 28x28 field
+with its centre of mass at the centre. `predict-image` prepares image files so, and the
+report's drawing panel does the same in JavaScript (pipeline/report/static/draw.js).
 """
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.errors import PipelineError
-from pipeline.steps import preprocess
-from pipeline.training import ensemble as model
+from pipeline.images.pixels import scale
 
 SIDE = 28              # the field MNIST digits live in
 BOX = 20               # the box the digit is scaled to fit
@@ -24,7 +23,6 @@ NOISE_FLOOR = 0.15     # ink fainter than this, relative to the darkest stroke, 
 NOISE_SIGMAS = 4.0     # and so is ink within this many of the paper's standard deviations
 STROKE = 2.0           # MNIST's median stroke width in the 20x20 box, in pixels (ink > 0.5)
 COARSE = 64            # pixels a side of the copy the paper's brightness is estimated on
-UNSURE = 0.8           # an answer less likely than this is marked unsure
 
 
 def read_grey(path: Path) -> np.ndarray:
@@ -184,7 +182,7 @@ def prepare(grey: np.ndarray, where: str = "image") -> np.ndarray:
         raise PipelineError(f"{where}: found no digit (the image is one flat shade)")
     field = centre_by_mass(fit_box(strokes))                         # (28, 28)
     pixels = np.round(field * 255).astype(np.uint8).reshape(1, SIDE * SIDE)
-    return preprocess.scale(pixels)[0]                               # (784,)
+    return scale(pixels)[0]                                          # (784,)
 
 
 def prepare_files(paths: list[Path]) -> list[np.ndarray | PipelineError]:
@@ -199,39 +197,6 @@ def prepare_files(paths: list[Path]) -> list[np.ndarray | PipelineError]:
     return prepared
 
 
-def load_model(model_path: Path) -> list[dict]:
-    """The saved networks, checked to take 28x28 images."""
-    nets = model.load(model_path)
-    n_in = nets[0]["W1"].shape[0]
-    if n_in != SIDE * SIDE:
-        raise PipelineError(f"{model_path} expects {n_in} inputs, not {SIDE * SIDE} "
-                            "(28x28 images): retrain with `python run.py --force`")
-    return nets
-
-
-def top_classes(nets: list[dict], prepared: list[np.ndarray | PipelineError],
-                batch_size: int = 4096, k: int = 3,
-                tta_shift: float = 0.0) -> list[list[tuple[int, float]] | PipelineError]:
-    """The `k` likeliest (class, probability) pairs for each prepared image; errors
-    are passed through. tta_shift as predict's (`model.ensemble_proba`)."""
-    results = list(prepared)
-    good = [i for i, r in enumerate(results) if not isinstance(r, PipelineError)]
-    if good:
-        probs = model.ensemble_proba(nets, np.stack([results[i] for i in good]),
-                                     batch_size, tta_shift)          # (len(good), 10)
-        best = np.argsort(-probs, axis=1, kind="stable")[:, :k]     # (len(good), k)
-        for row, i in enumerate(good):
-            results[i] = [(int(c), float(probs[row, c])) for c in best[row]]
-    return results
-
-
-def classify(model_path: Path, paths: list[Path], batch_size: int = 4096,
-             k: int = 3) -> list[list[tuple[int, float]] | PipelineError]:
-    """The `k` likeliest (class, probability) pairs for each image in `paths`, or,
-    for an image that cannot be read or holds no digit, the error that says why."""
-    return top_classes(load_model(model_path), prepare_files(paths), batch_size, k)
-
-
 def sheet(prepared: list[np.ndarray], zoom: int = 6, gap: int = 4) -> Image.Image:
     """The images as the network received them (each (784,) in [0, 1]), enlarged
     `zoom` times, side by side in one picture: white ink on black, as MNIST's."""
@@ -243,9 +208,3 @@ def sheet(prepared: list[np.ndarray], zoom: int = 6, gap: int = 4) -> Image.Imag
     return out
 
 
-def describe(path: Path, top: list[tuple[int, float]]) -> str:
-    """One output line: the path, then each class with its probability, rounded
-    down so that 99.97% does not read as a certain 100.0%; "unsure" when the
-    likeliest class has less than UNSURE."""
-    line = f"{path}: " + "  ".join(f"{c} ({np.floor(1000 * p) / 10:.1f}%)" for c, p in top)
-    return line + ("  unsure" if top[0][1] < UNSURE else "")

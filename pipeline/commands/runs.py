@@ -1,0 +1,111 @@
+"""The commands over the runs log and the run cache: `runs` (the table), `restore N`
+(a run's model and submission back in place) and `cache` (its size, or clear it)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from pipeline.commands.closing import options, summarize, upload_if_current
+from pipeline.config import params as params_mod
+from pipeline.engine import cache, experiments, runner
+from pipeline.errors import PipelineError
+from pipeline.steps import graph
+
+log = logging.getLogger(__name__)
+
+
+def print_runs(params: dict, as_csv: bool) -> None:
+    """`runs`: the runs log as a table (or CSV), newest last."""
+    rows = experiments.load_table(params["outputs"])
+    if as_csv:
+        sys.stdout.write(experiments.format_csv(rows))
+    elif not rows:
+        print(f"no runs in {experiments.log_path(params['outputs'])} yet: each run that "
+              "trains adds one")
+    else:
+        sys.stdout.write(experiments.format_table(rows))
+
+
+def cache_command(params: dict, words: list[str]) -> None:
+    """`cache`: what the run cache holds; `cache clear`: empty it."""
+    where = cache.folder(params["outputs"])
+    if words == ["clear"]:
+        count, held = cache.clear(params["outputs"])
+        print(f"cache: removed {count} entr{'y' if count == 1 else 'ies'} "
+              f"({held / cache.MB:.1f} MB) from {where}")
+    elif not words:
+        found = cache.entries(params["outputs"])
+        held = sum(cache.size(e) for e in found)
+        print(f"cache: {len(found)} entr{'y' if len(found) == 1 else 'ies'}, "
+              f"{held / cache.MB:.1f} MB of {params['cache.max_mb']:g} (cache.max_mb) in {where}")
+    else:
+        raise PipelineError(f"cache: expected `python run.py cache` or `python run.py cache "
+                            f"clear`, found {' '.join(words)!r}")
+
+
+def _yaml(value) -> str:
+    """A param's value as --set reads it back (as YAML)."""
+    if isinstance(value, str) and yaml.safe_load(value) == value:
+        return value
+    return json.dumps(value)
+
+
+def rerun_options(args: argparse.Namespace, params_file: str, wanted: dict) -> str:
+    """The --params and --set options that make the params `wanted` (the outputs
+    folder aside): `params_file` (or, when it is gone, this command's), this command's
+    --set, and one --set for each param that still differs."""
+    try:
+        base = params_mod.load(params_file, args.overrides,
+                               local=Path(params_file).with_name(params_mod.LOCAL))
+    except PipelineError:
+        params_file = args.params
+        base = params_mod.load(params_file, args.overrides,
+                               local=Path(params_file).with_name(params_mod.LOCAL))
+    flags = {k: v for k, v in wanted.items() if k != "outputs" and base[k] != v}
+    kept = [o for o in args.overrides if params_mod.parse_override(o)[0] not in flags]
+    return options(params_file, kept, [f"{k}={_yaml(v)}" for k, v in flags.items()])
+
+
+def restore(args: argparse.Namespace, params: dict, sample: bool) -> None:
+    """`restore N`: run the pipeline with run N's params, train only from the run
+    cache, then upload with --kaggle; the closing lines name those params."""
+    words = args.targets[1:]
+    if len(words) != 1 or not words[0].isdigit():
+        raise PipelineError("restore: expected one run number, such as `python run.py "
+                            "restore 3` (`python run.py runs` lists them)")
+    number, path = int(words[0]), experiments.log_path(params["outputs"])
+    found = experiments.runs(experiments.read(path))
+    if not 1 <= number <= len(found):
+        have = f"runs 1-{len(found)}" if found else "no runs yet"
+        raise PipelineError(f"restore: no run {number} in {path} ({have}; `python run.py "
+                            "runs` lists them)")
+    run = found[number - 1]
+    wanted = {k: run.get("params", {}).get(k, params[k]) for k in params_mod.SCHEMA}
+    wanted["outputs"] = params["outputs"]              # where its log is: this folder
+    params_file = run.get("params_file") or args.params
+    again = rerun_options(args, params_file, wanted)
+    retrain = f"retrain it with `{f'python run.py {again}'.strip()}`"
+    train = next(s for s in graph.STEPS if s.name == "train")
+    if (runner.Runner(wanted).check(train).state != "up to date"
+            and cache.load(wanted["outputs"], "train", str(run.get("key")),
+                           train.outs(wanted)) is None):
+        raise PipelineError(f"run {number} cannot be restored: its model is no longer in the "
+                            f"run cache (evicted beyond cache.max_mb, cleared or damaged); "
+                            f"{retrain}")
+    journal = experiments.Journal(params_file, run.get("changed", {}))
+    try:
+        runner.run(wanted, list(graph.STEPS), journal=journal, retrain=False)
+    except runner.NotCached:
+        raise PipelineError(f"run {number} cannot be restored: the code or the data changed "
+                            f"since it ran, so the run cache has no model for it; "
+                            f"{retrain}") from None
+    log.info("restored run %d: %s and %s", number, graph.artifact(wanted, "train", "model.npz"),
+             graph.submission_path(wanted))
+    if args.kaggle is not None:
+        upload_if_current(wanted, args.kaggle, sample)
+    summarize(wanted, sample, again)
