@@ -12,7 +12,8 @@ from typing import Callable
 
 from pipeline.commands import closing, kaggle, runs
 from pipeline.config import params as params_mod
-from pipeline.engine import experiments, runner
+from pipeline.engine import runner
+from pipeline.engine.journal import Journal
 from pipeline.errors import PipelineError
 from pipeline.steps import graph, ingest
 
@@ -176,7 +177,7 @@ def sample_outputs(params: dict) -> bool:
     return sample
 
 
-def run_stages(args: argparse.Namespace, params: dict, journal: experiments.Journal,
+def run_stages(args: argparse.Namespace, params: dict, journal: Journal,
                sample: bool, outputs: str) -> int:
     """Bring the named stages (all by default) up to date, upload with --kaggle, and
     end with the closing lines. `outputs`: the outputs folder the params name (a run
@@ -217,7 +218,7 @@ def dispatch(args: argparse.Namespace) -> int:
     """Load the params, then run the command named first, or the stages."""
     params = params_mod.load(args.params, args.overrides,
                              local=Path(args.params).with_name(LOCAL_PARAMS))
-    journal = experiments.Journal(args.params, params_mod.differences(args.params, params))
+    journal = Journal(args.params, params_mod.differences(args.params, params))
     outputs = params["outputs"]
     sample = sample_outputs(params)
     command = args.targets[0] if args.targets else None

@@ -8,7 +8,8 @@ from conftest import make_params
 
 from pipeline import artifacts
 from pipeline.commands import runs
-from pipeline.engine import cache, experiments, runner
+from pipeline.engine import cache, runner
+from pipeline.engine.journal import Journal
 from pipeline.steps.graph import STEPS
 
 UNTIL_SUBMIT = [s for s in STEPS if s.stage != "report"]
@@ -118,9 +119,9 @@ def test_a_run_in_a_home_folder_with_a_cache_deletes_nothing_of_it(tmp_path, tin
     files = foreign(home / ".cache")
     params = make_params(tmp_path, *tiny_csvs, "train.hidden=8", "train.epochs=1",
                          f"outputs={home}", "cache.max_mb=0.000001")
-    runner.run(params, UNTIL_SUBMIT, journal=experiments.Journal("params.yaml", {}))
+    runner.run(params, UNTIL_SUBMIT, journal=Journal("params.yaml", {}))
     params["train.epochs"] = 2
-    runner.run(params, UNTIL_SUBMIT, journal=experiments.Journal("params.yaml", {}))
+    runner.run(params, UNTIL_SUBMIT, journal=Journal("params.yaml", {}))
     assert still_there(home / ".cache", files)
     runs.cache_command(params, ["clear"])
     assert still_there(home / ".cache", files)

@@ -1,6 +1,7 @@
 """The runs log, the run cache and the commands around them: runs, restore N, cache."""
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -11,7 +12,9 @@ import pytest
 from conftest import ROOT, make_params, run_cli, sample_rows, write_lines
 
 from pipeline import artifacts, cli
-from pipeline.engine import cache, experiments, runner
+from pipeline.engine import cache, runner
+from pipeline.engine.journal import Journal, append
+from pipeline.report import runs_table
 from pipeline.steps import train as train_step
 from pipeline.steps.graph import STEPS
 
@@ -34,7 +37,7 @@ def pipeline(tmp_path, tiny_csvs, monkeypatch):
 
     def run(*overrides, force=False):
         params = make_params(tmp_path, *tiny_csvs, "train.hidden=8", *overrides)
-        journal = experiments.Journal("params.yaml", {})
+        journal = Journal("params.yaml", {})
         return runner.run(params, UNTIL_SUBMIT, force=force, journal=journal)
     run.trained = trained
     run.outputs = tmp_path / "outputs"
@@ -42,7 +45,7 @@ def pipeline(tmp_path, tiny_csvs, monkeypatch):
 
 
 def logged(outputs: Path) -> list[dict]:
-    return experiments.runs(experiments.read(experiments.log_path(outputs)))
+    return runs_table.runs(runs_table.read(runs_table.log_path(outputs)))
 
 
 def train_files(outputs: Path) -> dict[str, bytes]:
@@ -75,12 +78,12 @@ def test_the_log_holds_one_record_per_train_run(pipeline, tiny_csvs):
 
 def test_a_torn_last_line_is_skipped_and_the_next_record_starts_a_line(tmp_path, caplog):
     path = tmp_path / "runs.jsonl"
-    experiments.append(path, {"event": "train", "model": "a"})
+    append(path, {"event": "train", "model": "a"})
     with open(path, "a") as f:
         f.write('{"event": "train", "mod')                  # a write cut short
-    experiments.append(path, {"event": "train", "model": "b"})
+    append(path, {"event": "train", "model": "b"})
     with caplog.at_level(logging.WARNING):
-        entries = experiments.read(path)
+        entries = runs_table.read(path)
     assert [e["model"] for e in entries] == ["a", "b"]
     assert f"{path}, line 2: not a whole record" in caplog.text
 
@@ -88,11 +91,11 @@ def test_a_torn_last_line_is_skipped_and_the_next_record_starts_a_line(tmp_path,
 def test_a_record_is_appended_in_one_write(tmp_path, monkeypatch):
     # One write(2) on an O_APPEND file: a kill finds the line written or not.
     path, writes = tmp_path / "runs.jsonl", []
-    real = experiments.os.write
-    monkeypatch.setattr(experiments.os, "write",
+    real = os.write
+    monkeypatch.setattr(os, "write",
                         lambda fd, data: writes.append(bytes(data)) or real(fd, data))
-    experiments.append(path, {"event": "submit", "model": "m", "submission": "s" * 5000})
-    experiments.append(path, {"event": "train", "model": "m"})
+    append(path, {"event": "submit", "model": "m", "submission": "s" * 5000})
+    append(path, {"event": "train", "model": "m"})
     assert len(writes) == 2 and all(w.endswith(b"\n") and w.count(b"\n") == 1 for w in writes)
     assert path.read_bytes() == b"".join(writes)
 
@@ -100,10 +103,11 @@ def test_a_record_is_appended_in_one_write(tmp_path, monkeypatch):
 APPENDER = """
 import sys
 from pathlib import Path
-from pipeline.engine import experiments
+from pipeline.engine.journal import Journal, append
+from pipeline.report import runs_table
 path, n = Path(sys.argv[1]), 0
 while True:
-    experiments.append(path, {"event": "train", "n": n, "pad": "x" * 400_000})
+    append(path, {"event": "train", "n": n, "pad": "x" * 400_000})
     n += 1
 """
 
@@ -118,9 +122,9 @@ def test_the_log_survives_sigkill_mid_write(tmp_path, caplog, delay):
     time.sleep(delay)
     child.send_signal(signal.SIGKILL)
     assert child.wait() == -signal.SIGKILL
-    experiments.append(path, {"event": "train", "n": "after"})
+    append(path, {"event": "train", "n": "after"})
     with caplog.at_level(logging.WARNING):
-        entries = experiments.read(path)
+        entries = runs_table.read(path)
     numbers = [e["n"] for e in entries]
     # Every record written before the kill is whole and in order; at most the one
     # being written when it came is lost; the next one reads back.
@@ -245,7 +249,7 @@ def test_the_table_shows_only_what_changed_and_marks_the_best(pipeline):
     pipeline("train.epochs=1")
     pipeline("train.epochs=3", "train.lr=0.001")
     pipeline("train.epochs=1")
-    rows = experiments.runs_table(logged(pipeline.outputs))
+    rows = runs_table.rows(logged(pipeline.outputs))
     params = [c for c in rows[0] if "." in c]
     assert params == ["train.epochs", "train.lr"]
     assert [r["train.epochs"] for r in rows] == [1, 3, 1]
@@ -254,12 +258,12 @@ def test_the_table_shows_only_what_changed_and_marks_the_best(pipeline):
     best = max(r["val_accuracy"] for r in rows)
     assert [r["best"] for r in rows] == [r["val_accuracy"] == best for r in rows]
     assert any(r["best"] for r in rows)
-    text = experiments.format_table(rows)
+    text = runs_table.format_table(rows)
     header = text.splitlines()[0].split()
     assert header[:4] == ["run", "time", "train.epochs", "train.lr"]
     assert "seed" not in header and "train.hidden" not in header
     assert text.count("*") == sum(r["best"] for r in rows) + 1          # and the legend
-    assert experiments.format_csv(rows).splitlines()[0].split(",")[:4] == \
+    assert runs_table.format_csv(rows).splitlines()[0].split(",")[:4] == \
         ["run", "time", "train.epochs", "train.lr"]
 
 
@@ -267,9 +271,9 @@ def test_an_accuracy_not_held_out_is_never_the_best():
     found = [{"run": 1, "params": {"train.all_rows": False}, "val_accuracy": 0.98},
              {"run": 2, "params": {"train.all_rows": True}, "val_accuracy": 0.997,
               "val_held_out": False}]
-    rows = experiments.runs_table(found)
+    rows = runs_table.rows(found)
     assert [r["best"] for r in rows] == [True, False]
-    assert "not held out" in experiments.format_table(rows).splitlines()[2]
+    assert "not held out" in runs_table.format_table(rows).splitlines()[2]
 
 
 # --- the commands ---

@@ -8,8 +8,8 @@ from PIL import Image, ImageFilter
 
 from pipeline import artifacts
 from pipeline.commands import predict_image
-from pipeline.images import prepare as image
 from pipeline.errors import PipelineError
+from pipeline.images import prepare as image
 from pipeline.nn import network
 from pipeline.training import ensemble as model
 

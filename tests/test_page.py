@@ -21,9 +21,8 @@ import pytest
 from conftest import SAMPLE, make_params
 from PIL import Image, ImageDraw
 
-from pipeline.commands import predict_image
-from pipeline.images import prepare as image
 from pipeline.engine import runner
+from pipeline.images import prepare as image
 from pipeline.nn import network
 from pipeline.report import page
 from pipeline.steps.graph import STEPS

@@ -12,8 +12,10 @@ import yaml
 
 from pipeline.commands.closing import options, summarize, upload_if_current
 from pipeline.config import params as params_mod
-from pipeline.engine import cache, experiments, runner
+from pipeline.engine import cache, runner
+from pipeline.engine.journal import Journal
 from pipeline.errors import PipelineError
+from pipeline.report import runs_table
 from pipeline.steps import graph
 
 log = logging.getLogger(__name__)
@@ -21,14 +23,14 @@ log = logging.getLogger(__name__)
 
 def print_runs(params: dict, as_csv: bool) -> None:
     """`runs`: the runs log as a table (or CSV), newest last."""
-    rows = experiments.load_table(params["outputs"])
+    rows = runs_table.load_table(params["outputs"])
     if as_csv:
-        sys.stdout.write(experiments.format_csv(rows))
+        sys.stdout.write(runs_table.format_csv(rows))
     elif not rows:
-        print(f"no runs in {experiments.log_path(params['outputs'])} yet: each run that "
+        print(f"no runs in {runs_table.log_path(params['outputs'])} yet: each run that "
               "trains adds one")
     else:
-        sys.stdout.write(experiments.format_table(rows))
+        sys.stdout.write(runs_table.format_table(rows))
 
 
 def cache_command(params: dict, words: list[str]) -> None:
@@ -78,8 +80,8 @@ def restore(args: argparse.Namespace, params: dict, sample: bool) -> None:
     if len(words) != 1 or not words[0].isdigit():
         raise PipelineError("restore: expected one run number, such as `python run.py "
                             "restore 3` (`python run.py runs` lists them)")
-    number, path = int(words[0]), experiments.log_path(params["outputs"])
-    found = experiments.runs(experiments.read(path))
+    number, path = int(words[0]), runs_table.log_path(params["outputs"])
+    found = runs_table.runs(runs_table.read(path))
     if not 1 <= number <= len(found):
         have = f"runs 1-{len(found)}" if found else "no runs yet"
         raise PipelineError(f"restore: no run {number} in {path} ({have}; `python run.py "
@@ -97,7 +99,7 @@ def restore(args: argparse.Namespace, params: dict, sample: bool) -> None:
         raise PipelineError(f"run {number} cannot be restored: its model is no longer in the "
                             f"run cache (evicted beyond cache.max_mb, cleared or damaged); "
                             f"{retrain}")
-    journal = experiments.Journal(params_file, run.get("changed", {}))
+    journal = Journal(params_file, run.get("changed", {}))
     try:
         runner.run(wanted, list(graph.STEPS), journal=journal, retrain=False)
     except runner.NotCached:

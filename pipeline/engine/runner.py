@@ -12,7 +12,7 @@ refuses to build on an upstream step that is not up to date.
 
 A step in `cache.STEPS` (train) whose fingerprint matches one seen before is restored
 from the run cache instead of run (not when forced, as `dvc repro --force`); a journal
-(`experiments.Journal`), when given, logs the runs.
+(`Journal`), when given, logs the runs.
 """
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ class NotCached(PipelineError):
 
 class Runner:
     """Checks and runs the steps for one set of params; `journal`, when given, is
-    told of each step done (see `experiments.Journal`)."""
+    told of each step done (see `Journal`)."""
 
     def __init__(self, params: dict, journal=None):
         self.params = params

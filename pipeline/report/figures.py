@@ -18,10 +18,10 @@ from string import Template
 import numpy as np
 
 from pipeline import artifacts
-from pipeline.engine import experiments
 from pipeline.errors import PipelineError
 from pipeline.nn import metrics as metrics_mod
 from pipeline.report import page as page_mod
+from pipeline.report import runs_table
 from pipeline.training import ensemble as model
 
 log = logging.getLogger(__name__)
@@ -236,9 +236,9 @@ def save_png(fig, path: Path) -> None:
     artifacts.write_bytes(path, buf.getvalue())
 
 
-def runs_table(runs: tuple[list[str], list[list[str]]] | None) -> str:
+def runs_section(runs: tuple[list[str], list[list[str]]] | None) -> str:
     """The page's "Runs" section: `runs` is a header and rows of cells, as
-    experiments.cells gives them; "" when there are no rows."""
+    runs_table.cells gives them; "" when there are no rows."""
     if not (runs and runs[1]):
         return ""
     esc = html.escape
@@ -256,7 +256,7 @@ def index_html(scores: dict, history: dict[str, np.ndarray], figures: dict[str, 
                runs: tuple[list[str], list[list[str]]] | None = None) -> str:
     """The report page, templates/index.html filled in: headline metrics, the
     `panel` (page.panel's HTML, if any), per-class scores, every figure, then the
-    table of runs (see `runs_table`). `figures` maps a PNG's file name to its
+    table of runs (see `runs_section`). `figures` maps a PNG's file name to its
     heading; `held_out` is False when the networks were trained on the validation
     rows too; `sample` says the run used the bundled sample."""
     esc = html.escape
@@ -289,7 +289,7 @@ def index_html(scores: dict, history: dict[str, np.ndarray], figures: dict[str, 
                    for name, title in figures.items())
     style = STYLE + ("\n" + page_mod.STYLE if panel else "")
     return INDEX.substitute(style=style, source=source, headline=rows, panel=panel,
-                            per_class=per_class, figures=figs, runs=runs_table(runs))
+                            per_class=per_class, figures=figs, runs=runs_section(runs))
 
 
 def run(inputs: dict, out: dict, sample: bool = False, outputs: str | None = None) -> None:
@@ -322,7 +322,7 @@ def run(inputs: dict, out: dict, sample: bool = False, outputs: str | None = Non
         save_png(fig, out[name])
     held_out = artifacts.load_json(inputs["train_metrics"], "train").get("val_held_out", True)
     panel = page_mod.panel(nets[page_mod.MEMBER], len(nets), bool(scores.get("tta_shift")))
-    runs = experiments.cells(experiments.load_table(outputs)) if outputs else None
+    runs = runs_table.cells(runs_table.load_table(outputs)) if outputs else None
     page = index_html(scores, history, {out[n].name: FIGURES[n] for n in FIGURES}, held_out,
                       panel, sample, runs)
     artifacts.write_text(out["index"], page)

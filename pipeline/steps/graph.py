@@ -113,7 +113,7 @@ STEPS: tuple[Step, ...] = (
     Step("report", "report", (),
          code("steps/report", "report/figures", "nn/metrics", "training/ensemble", "nn/network",
               "training/augment", "nn/jit", "report/page", "images/prepare", "images/pixels",
-              "engine/experiments", "engine/cache",
+              "report/runs_table",
               "report/templates/index.html", "report/templates/panel.html",
               "report/static/report.css", "report/static/draw.css", "report/static/draw.js"),
          deps=lambda p: {"history": _train(p)["history"], "model": _train(p)["model"],

@@ -1,16 +1,14 @@
-"""The runs log and its table: what was tried, and how well it did (MLflow's runs
-table and DVC's `dvc exp show`, without a server).
+"""The runs log read back as a table: what was tried, and how well it did (MLflow's
+runs table and DVC's `dvc exp show`, without a server). The report shows it, and so
+does `python run.py runs`; pipeline/engine/journal.py writes the log.
 
 <outputs>/runs.jsonl gets one JSON line each time train finishes, trained or restored
 from the run cache: a run. Its line holds the time, the params file, the params this
 command line changed in it (params.local.yaml and --set), every param, the validation
 accuracy, members, epochs, train seconds, and the key of its cache entry. Later lines
 from predict and submit add the accuracy's 95% interval and the submission's hash to
-the latest run with the same model.
-
-The log is only appended to, one `os.write` of a whole line on a file opened with
-O_APPEND: a killed run leaves whole lines, at most a torn last one, which is skipped
-with a warning when read (and the next line starts on a line of its own).
+the latest run with the same model. A torn last line (a run killed while writing it)
+is skipped with a warning.
 """
 from __future__ import annotations
 
@@ -18,13 +16,8 @@ import csv
 import io
 import json
 import logging
-import os
-from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-from pipeline import artifacts
-from pipeline.engine import cache
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +31,6 @@ ALWAYS = ("run", "time", "val_accuracy", "ci95_low", "ci95_high", "best", "train
 def log_path(outputs: str | Path) -> Path:
     """<outputs>/runs.jsonl."""
     return Path(outputs) / LOG
-
-
-def append(path: Path, entry: dict) -> None:
-    """Add `entry` to the log as one line, in one write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = (json.dumps(entry, sort_keys=True) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
-    try:
-        end = os.fstat(fd).st_size
-        if end and os.pread(fd, 1, end - 1) != b"\n":      # a torn last line: start anew
-            data = b"\n" + data
-        while data:                                         # one write, unless the disk fills
-            data = data[os.write(fd, data):]
-    finally:
-        os.close(fd)
 
 
 def read(path: Path) -> list[dict]:
@@ -93,46 +71,11 @@ def runs(entries: list[dict]) -> list[dict]:
     return found
 
 
-class Journal:
-    """Writes the runs log as the runner finishes steps, for one command line: the
-    params file it named and what its params.local.yaml and --set changed."""
-
-    def __init__(self, params_file: str, changed: dict[str, Any]):
-        self.params_file = params_file
-        self.changed = changed
-
-    def step_done(self, params: dict, step: str, record: dict, records: dict,
-                  restored: bool) -> None:
-        """Called once `step`'s record is written; `records` holds every step's."""
-        if step not in EVENTS:
-            return
-        model = ((records.get("train") or {}).get("outs", {}).get("model") or {}).get("hash")
-        entry: dict[str, Any] = {"event": step, "model": model,
-                                 "time": datetime.now().astimezone().isoformat("T", "seconds")}
-        outs = record["outs"]
-        if step == "train":
-            scores = artifacts.load_json(Path(outs["metrics"]["path"]))
-            timing = artifacts.load_json(Path(outs["timing"]["path"]))
-            entry.update(params_file=self.params_file, changed=self.changed, params=params,
-                         key=cache.key(record), restored=restored,
-                         val_accuracy=scores.get("val_accuracy"),
-                         val_held_out=scores.get("val_held_out", True),
-                         members=scores.get("members"), epochs=scores.get("epochs"),
-                         train_seconds=timing.get("train_seconds"))
-        elif step == "predict":
-            scores = artifacts.load_json(Path(outs["metrics"]["path"]))
-            entry.update(val_accuracy=scores.get("val_accuracy"),
-                         val_accuracy_ci95=scores.get("val_accuracy_ci95"))
-        else:
-            entry["submission"] = outs["submission"]["hash"]
-        append(log_path(params["outputs"]), entry)
-
-
 def _same(values: list) -> bool:
     return len({json.dumps(v, sort_keys=True) for v in values}) <= 1
 
 
-def runs_table(found: list[dict]) -> list[dict[str, Any]]:
+def rows(found: list[dict]) -> list[dict[str, Any]]:
     """One row per run, newest last, with the columns: run, time, params_file, the
     params, val_accuracy, ci95_low, ci95_high, val_held_out, best (the best held-out
     accuracy, ties all marked), train_seconds, members, epochs, restored, submission.
@@ -162,8 +105,8 @@ def runs_table(found: list[dict]) -> list[dict[str, Any]]:
 
 
 def load_table(outputs: str | Path) -> list[dict[str, Any]]:
-    """`runs_table` of the outputs folder's log: what `python run.py runs` shows."""
-    return runs_table(runs(read(log_path(outputs))))
+    """`rows` of the outputs folder's log: what `python run.py runs` shows."""
+    return rows(runs(read(log_path(outputs))))
 
 
 def _cell(column: str, row: dict) -> str:

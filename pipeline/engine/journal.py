@@ -1,0 +1,68 @@
+"""Writing the runs log (pipeline/report/runs_table.py reads it back): one line for
+each train, predict and submit step the runner finishes.
+
+The log is only appended to, one `os.write` of a whole line on a file opened with
+O_APPEND: a killed run leaves whole lines, at most a torn last one, which is skipped
+with a warning when read (and the next line starts on a line of its own).
+"""
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline import artifacts
+from pipeline.engine import cache
+from pipeline.report.runs_table import EVENTS, log_path
+
+
+def append(path: Path, entry: dict) -> None:
+    """Add `entry` to the log as one line, in one write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (json.dumps(entry, sort_keys=True) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        end = os.fstat(fd).st_size
+        if end and os.pread(fd, 1, end - 1) != b"\n":      # a torn last line: start anew
+            data = b"\n" + data
+        while data:                                         # one write, unless the disk fills
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    """Writes the runs log as the runner finishes steps, for one command line: the
+    params file it named and what its params.local.yaml and --set changed."""
+
+    def __init__(self, params_file: str, changed: dict[str, Any]):
+        self.params_file = params_file
+        self.changed = changed
+
+    def step_done(self, params: dict, step: str, record: dict, records: dict,
+                  restored: bool) -> None:
+        """Called once `step`'s record is written; `records` holds every step's."""
+        if step not in EVENTS:
+            return
+        model = ((records.get("train") or {}).get("outs", {}).get("model") or {}).get("hash")
+        entry: dict[str, Any] = {"event": step, "model": model,
+                                 "time": datetime.now().astimezone().isoformat("T", "seconds")}
+        outs = record["outs"]
+        if step == "train":
+            scores = artifacts.load_json(Path(outs["metrics"]["path"]))
+            timing = artifacts.load_json(Path(outs["timing"]["path"]))
+            entry.update(params_file=self.params_file, changed=self.changed, params=params,
+                         key=cache.key(record), restored=restored,
+                         val_accuracy=scores.get("val_accuracy"),
+                         val_held_out=scores.get("val_held_out", True),
+                         members=scores.get("members"), epochs=scores.get("epochs"),
+                         train_seconds=timing.get("train_seconds"))
+        elif step == "predict":
+            scores = artifacts.load_json(Path(outs["metrics"]["path"]))
+            entry.update(val_accuracy=scores.get("val_accuracy"),
+                         val_accuracy_ci95=scores.get("val_accuracy_ci95"))
+        else:
+            entry["submission"] = outs["submission"]["hash"]
+        append(log_path(params["outputs"]), entry)
