@@ -3,7 +3,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli
+from helpers import ROOT, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 The step is written twice: in NumPy (`RMSprop.step_numpy`, the definition, read it
 first) and as one loop (`_step_loop`, compiled by numba through pipeline/jit.py) that
 does the same float32 operations in the same order, so both give the same bits
-(tests/test_optim.py). NumPy makes nine passes over the parameters; the loop makes
+(tests/nn/test_optim.py). NumPy makes nine passes over the parameters; the loop makes
 one (docs/speed.md measures what that saves).
 """
 from __future__ import annotations
@@ -42,17 +42,11 @@ class RMSprop:
     through one scratch buffer, so a step allocates nothing but the flush's mask,
     every FLUSH_EVERY steps.
 
-    No value is left subnormal. A weight whose only gradient is its L2 term (one
-    of a pixel that is blank in every training image) is pushed toward zero in
-    steps of about lr, whatever the gradient's size, so it overshoots, shrinks
-    into float32's subnormal range within a few hundred steps, and stays there:
-    its L2 gradient is then too small to move it out. So does its running average.
-    Intel cores run every operation on a subnormal about a hundred times slower
-    (AMD's barely slow down), and the matrix products read every weight. So every FLUSH_EVERY steps,
-    and on `flush`, subnormal weights and averages are set to exactly zero, where
-    an unused weight then stays: what a CPU's flush-to-zero mode does, but
-    deterministic, the same on every CPU and in every thread, for one masked pass
-    every FLUSH_EVERY steps (a few microseconds a step).
+    No value is left subnormal: every FLUSH_EVERY steps, and on `flush`, subnormal
+    weights and averages are set to exactly zero (a weight whose only gradient is
+    its L2 term sinks into that range and stays there; docs/speed.md, Subnormal
+    floats, says why that matters and what it costs). Deterministic, unlike a CPU's
+    flush-to-zero mode: the same on every CPU and in every thread.
     """
 
     def __init__(self, params: np.ndarray, lr: float, decay: float = 0.9, eps: float = 1e-8,

@@ -7,7 +7,7 @@ plain JavaScript (static/draw.js; no framework, nothing fetched). The panel's HT
 index.html, so the page works offline, opened from the file. The weights of the saved
 model's first network travel inside the page as base64 of little-endian float32.
 `window.digits.prepare` and `window.digits.classify` expose the two halves;
-tests/test_page.py holds them to image.py and network.py in headless Chromium.
+tests/report/test_page.py holds them to image.py and network.py in headless Chromium.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def asset(name: str) -> str:
 
 # Read once, at import, as pipeline/sources.py reads the files the step's record hashes.
 # draw.js mirrors image.py and network.py step by step: a change to either needs the
-# same change there (tests/test_page.py fails until it is made).
+# same change there (tests/report/test_page.py fails until it is made).
 PANEL = Template(asset("templates/panel.html"))
 STYLE = asset("static/draw.css")
 SCRIPT = asset("static/draw.js")

@@ -3,7 +3,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import make_params, run_cli, sample_rows
+from helpers import make_params, run_cli, sample_rows
 from PIL import Image, ImageFilter
 
 from pipeline import artifacts

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, make_params, run_cli, sample_rows, tree_state, write_lines
+from helpers import ROOT, make_params, run_cli, sample_rows, tree_state, write_lines
 
 from pipeline import artifacts, cli
 from pipeline.engine import runner

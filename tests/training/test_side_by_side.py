@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import train_settings
+from helpers import train_settings
 
 from pipeline.nn import network
 from pipeline.training import checkpoint, members, threads

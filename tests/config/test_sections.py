@@ -6,7 +6,7 @@ import typing
 
 import pytest
 import yaml
-from conftest import ROOT
+from helpers import ROOT
 
 from pipeline.config import params as params_mod
 from pipeline.config import sections as settings

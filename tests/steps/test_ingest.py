@@ -1,6 +1,6 @@
 """Reading Kaggle's CSVs: the variants that must load, and exact messages for bad files.
 
-Everything here is in-process on files made in the test; tests/test_bad_input.py runs
+Everything here is in-process on files made in the test; tests/steps/test_bad_input.py runs
 the same kinds of bad files through the command line.
 """
 import gzip
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, sample_rows, write_lines
+from helpers import ROOT, sample_rows, write_lines
 
 from pipeline.errors import PipelineError
 from pipeline.steps import ingest

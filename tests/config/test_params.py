@@ -2,7 +2,7 @@
 import re
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from pipeline.config import params as params_mod
 from pipeline.config import sections as settings

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
+from helpers import ROOT
 
 from pipeline.config import params as params_mod
 from pipeline.steps.graph import STAGES, STEPS

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_params, sample_rows, write_lines
+from helpers import make_params, sample_rows, write_lines
 
 from pipeline import artifacts
 from pipeline.engine import runner

@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, sample_rows, write_lines
+from helpers import ROOT, sample_rows, write_lines
 
 from pipeline.config import params as params_mod
 from pipeline.engine import cache, runner

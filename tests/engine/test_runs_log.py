@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, make_params, run_cli, sample_rows, write_lines
+from helpers import ROOT, make_params, run_cli, sample_rows, write_lines
 
 from pipeline import artifacts, cli
 from pipeline.engine import cache, runner

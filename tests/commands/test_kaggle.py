@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli, sample_rows, write_lines
+from helpers import ROOT, run_cli, sample_rows, write_lines
 
 from pipeline import artifacts
 from pipeline.commands import kaggle

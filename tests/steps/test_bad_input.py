@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from conftest import run_cli, sample_rows, tree_state, write_lines
+from helpers import run_cli, sample_rows, tree_state, write_lines
 
 from pipeline import artifacts
 

@@ -3,7 +3,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import ROOT, make_params
+from helpers import ROOT, make_params
 from PIL import Image
 
 from pipeline import artifacts
@@ -16,7 +16,7 @@ from pipeline.steps.graph import STEPS, metrics_path
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """Every stage run once on 400 labelled and 60 test rows."""
-    from conftest import sample_rows, write_lines
+    from helpers import sample_rows, write_lines
     tmp = tmp_path_factory.mktemp("report")
     train_csv = write_lines(tmp / "train.csv", sample_rows("train.csv.gz", 400))
     test_csv = write_lines(tmp / "test.csv", sample_rows("test.csv.gz", 60))
@@ -37,7 +37,7 @@ def test_report_runs_last_and_writes_every_figure_and_the_page(built):
     scores = artifacts.load_json(metrics_path(params))
     assert f"{100 * scores['val_accuracy']:.2f}%" in page
     assert page.count("<tr><td>") == 10                       # one row per class
-    # The "Draw a digit" panel (tests/test_page.py tries it in a browser), with its code.
+    # The "Draw a digit" panel (tests/report/test_page.py tries it in a browser), with its code.
     assert page.count('id="digit-canvas"') == 1 and "window.digits = {" in page
 
 

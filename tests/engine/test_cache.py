@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import make_params
+from helpers import make_params
 
 from pipeline import artifacts
 from pipeline.commands import runs

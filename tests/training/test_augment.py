@@ -3,7 +3,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import sample_rows
+from helpers import sample_rows
 
 from pipeline.training import augment as augment_module
 from pipeline.training.augment import CHUNK, Augmenter, smoothing_basis, translate, warp

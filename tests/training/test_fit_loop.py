@@ -15,7 +15,7 @@ import inspect
 
 import numpy as np
 import pytest
-from conftest import plain_settings
+from helpers import plain_settings
 
 from pipeline.errors import PipelineError
 from pipeline.nn import network

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SAMPLE, make_params
+from helpers import SAMPLE, make_params
 from PIL import Image, ImageDraw
 
 from pipeline.engine import runner

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import (
+from helpers import (
     ROOT,
     plain_settings,
     run_cli,

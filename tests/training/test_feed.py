@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import train_settings
+from helpers import train_settings
 
 from pipeline.training import augment as augment_module
 from pipeline.training import threads
