@@ -12,7 +12,7 @@ from typing import Callable
 
 from pipeline.commands import closing, kaggle, runs
 from pipeline.config import params as params_mod
-from pipeline.engine import runner
+from pipeline.engine import lock, runner
 from pipeline.engine.journal import Journal
 from pipeline.errors import PipelineError
 from pipeline.steps import graph, ingest
@@ -30,6 +30,9 @@ class Command:
     usage: str                                          # "restore N"
     about: str                                          # one line for --help
     run: Callable[[argparse.Namespace, dict, bool], int]   # (args, params, sample) -> status
+    # Given the words after the command: whether it writes the outputs folder, and so
+    # holds its lock (engine/lock.py).
+    writes: Callable[[list[str]], bool] = lambda words: False
 
 
 def _no_from(args: argparse.Namespace) -> None:
@@ -83,8 +86,9 @@ COMMANDS = {
                     "the runs so far: params that changed, accuracy, submission", _runs),
     "restore": Command("restore N",
                        "run N's model and submission back in place, from the run cache",
-                       _restore),
-    "cache": Command("cache [clear]", "the run cache's size, or empty it", _cache),
+                       _restore, writes=lambda words: True),
+    "cache": Command("cache [clear]", "the run cache's size, or empty it", _cache,
+                     writes=lambda words: words == ["clear"]),
 }
 USAGES = {name: command.usage for name, command in COMMANDS.items()}
 
@@ -224,9 +228,12 @@ def dispatch(args: argparse.Namespace) -> int:
     command = args.targets[0] if args.targets else None
     if args.csv and command != "runs":
         raise PipelineError("--csv is for `python run.py runs --csv`")
-    if command in COMMANDS:
+    if command in COMMANDS and not COMMANDS[command].writes(args.targets[1:]):
         return COMMANDS[command].run(args, params, sample)
-    return run_stages(args, params, journal, sample, outputs)
+    with lock.held(outputs):                # one run at a time writes an outputs folder
+        if command in COMMANDS:
+            return COMMANDS[command].run(args, params, sample)
+        return run_stages(args, params, journal, sample, outputs)
 
 
 def main(argv: list[str] | None = None) -> int:
