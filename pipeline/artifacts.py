@@ -8,10 +8,12 @@ so the guarantee covers a killed process, not a lost power supply.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -46,14 +48,35 @@ def atomic_path(path: Path, together: bool = True) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and _disk_full(exc, path.parent):
+            raise DiskFull(path) from None
         raise
     if _pending is None or not together:
         os.replace(tmp, path)
     else:
         _pending.append((tmp, path))
+
+
+class DiskFull(PipelineError):
+    """A file could not be written for want of room; what was there before is intact."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"disk full writing {path}: free some space, or set outputs to a "
+                         "folder on another disk; the outputs already there are intact")
+
+
+def _disk_full(exc: OSError, folder: Path) -> bool:
+    """Whether `exc` means the disk is full: ENOSPC, or a short write with no error
+    number (NumPy's "N requested and M written") on a disk with under 1 MB free."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if exc.errno is None:
+        with contextlib.suppress(OSError):
+            return shutil.disk_usage(folder).free < 2 ** 20
+    return False
 
 
 @contextlib.contextmanager

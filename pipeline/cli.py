@@ -3,6 +3,7 @@ commands that are not stages (COMMANDS, the one place their names live)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -254,7 +255,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            print(f"error: {where}disk full: free some space, or set outputs to a folder on "
+                  "another disk; the outputs already there are intact", file=sys.stderr)
+        else:
+            print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except MemoryError as exc:  # e.g. --set train.hidden=100000000
         if args.debug:

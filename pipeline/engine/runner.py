@@ -242,8 +242,12 @@ class Runner:
             record = {**self.fingerprint(step, dep_states),
                       "outs": {name: self._state(path) for name, path in outs.items()}}
             if step.name in cache.STEPS and step.name not in restored:
-                cache.store(outputs, step.name, cache.key(record), outs,
-                            self.params["cache.max_mb"])
+                try:
+                    cache.store(outputs, step.name, cache.key(record), outs,
+                                self.params["cache.max_mb"])
+                except OSError as exc:          # a full disk: the run itself went well
+                    log.warning("cache: %s's entry not stored (%s); the run goes on without "
+                                "it", step.name, exc.strerror or exc)
             artifacts.write_json(record_path(self.params, step), record)
             self.records[step.name] = record
             for path in step.scratch(self.params):     # not before: a kill would lose it
