@@ -9,8 +9,6 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.config import params as params_mod
 from pipeline.config import sections as settings
 

@@ -42,8 +42,10 @@ class Journal:
         self.changed = changed
 
     def step_done(self, params: dict, step: str, record: dict, records: dict,
-                  restored: bool) -> None:
-        """Called once `step`'s record is written; `records` holds every step's."""
+                  restored: bool, files: dict[str, Path]) -> None:
+        """Called once `step`'s record is written; `records` holds every step's;
+        `files` names the step's outputs (timing.json among them, which no record
+        holds)."""
         if step not in EVENTS:
             return
         model = ((records.get("train") or {}).get("outs", {}).get("model") or {}).get("hash")
@@ -52,7 +54,7 @@ class Journal:
         outs = record["outs"]
         if step == "train":
             scores = artifacts.load_json(Path(outs["metrics"]["path"]))
-            timing = artifacts.load_json(Path(outs["timing"]["path"]))
+            timing = artifacts.load_json(files["timing"])
             entry.update(params_file=self.params_file, changed=self.changed, params=params,
                          key=cache.key(record), restored=restored,
                          val_accuracy=scores.get("val_accuracy"),

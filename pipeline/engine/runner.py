@@ -4,7 +4,11 @@ A step's fingerprint, recorded in <outputs>/.records/<step>.json once all of its
 outputs are in place, holds the content hashes of the files it read, the values of
 the params it reads, a hash of its code, and the hashes of what it wrote. A step
 is up to date when all of these still match; a changed upstream output therefore
-reruns downstream steps, while a rerun that reproduces the same bytes stops there.
+reruns downstream steps, while a rerun that reproduces the same bytes stops there,
+and writes the same record, byte for byte: DVC keeps the records with the outputs
+(dvc.yaml), so that outputs it puts back come with the record that vouches for them.
+Sizes and modification times, which spare hashing unchanged files again, are kept
+apart for that reason (`STATES`).
 
 As with `make TARGET` and `dvc repro TARGET`, running a step first brings every step
 it is made from up to date; with `single` (dvc's --single-item) it runs alone and
@@ -31,6 +35,8 @@ from pipeline.steps.graph import STAGES, STEPS, Step
 log = logging.getLogger(__name__)
 
 RECORDS = ".records"
+# In RECORDS: the hash, size and modification time of each file last hashed.
+STATES = "file-states.json"
 
 
 @dataclass
@@ -64,6 +70,24 @@ def loaded_code_hash(modules: tuple[str, ...]) -> str:
 def record_path(params: dict, step: Step) -> Path:
     """Where the step's fingerprint is kept."""
     return Path(params["outputs"]) / RECORDS / (step.name.replace(":", "-") + ".json")
+
+
+def states_path(params: dict) -> Path:
+    """Where the sizes and modification times of hashed files are kept."""
+    return Path(params["outputs"]) / RECORDS / STATES
+
+
+def read_states(params: dict) -> dict[str, dict]:
+    """Path -> {"hash", "size", "mtime_ns"} as last hashed; {} when unreadable (every
+    file is then simply hashed again)."""
+    try:
+        states = json.loads(states_path(params).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
+    if not isinstance(states, dict):
+        return {}
+    return {path: state for path, state in states.items()
+            if isinstance(state, dict) and {"hash", "size", "mtime_ns"} <= state.keys()}
 
 
 def read_record(params: dict, step: Step) -> dict | None:
@@ -126,18 +150,14 @@ class Runner:
         self.params = params
         self.journal = journal
         self.records = {s.name: read_record(params, s) for s in STEPS}
-        # Earlier hashes by path, from every record, so unchanged files are not reread.
-        self.known: dict[str, dict] = {}
-        for record in self.records.values():
-            for entry in [*(record or {}).get("deps", {}).values(),
-                          *(record or {}).get("outs", {}).values()]:
-                self.known[entry["path"]] = entry
+        # Earlier hashes by path, so that unchanged files are not reread.
+        self.known: dict[str, dict] = read_states(params)
 
     def _state(self, path: Path) -> dict:
+        """The file's path and content hash, as a record keeps them."""
         state = artifacts.file_state(path, self.known.get(str(path)))
-        entry = {"path": str(path), **{k: state[k] for k in ("hash", "size", "mtime_ns")}}
-        self.known[str(path)] = entry
-        return entry
+        self.known[str(path)] = state
+        return {"path": str(path), "hash": state["hash"]}
 
     def check(self, step: Step) -> Status:
         """Compare the step's record with its current inputs, params, code and outputs."""
@@ -162,6 +182,8 @@ class Runner:
             elif old is None or self._state(path)["hash"] != old["hash"]:
                 reasons.append(f"input {path} changed")
         for name, path in step.outs(self.params).items():
+            if name in step.volatile:
+                continue
             old = record.get("outs", {}).get(name)
             if not path.exists():
                 reasons.append(f"output {path} is missing")
@@ -240,7 +262,8 @@ class Runner:
                             "it was loaded and will rerun on the next run", step.name,
                             ", ".join(edited), step.name)
             record = {**self.fingerprint(step, dep_states),
-                      "outs": {name: self._state(path) for name, path in outs.items()}}
+                      "outs": {name: self._state(path) for name, path in outs.items()
+                               if name not in step.volatile}}
             if step.name in cache.STEPS and step.name not in restored:
                 try:
                     cache.store(outputs, step.name, cache.key(record), outs,
@@ -254,7 +277,11 @@ class Runner:
                 path.unlink(missing_ok=True)
             if self.journal is not None:
                 self.journal.step_done(self.params, step.name, record, self.records,
-                                       step.name in restored)
+                                       step.name in restored, outs)
+        named = {e["path"] for r in self.records.values() if r
+                 for e in [*r.get("deps", {}).values(), *r.get("outs", {}).values()]}
+        artifacts.write_json(states_path(self.params),
+                             {p: s for p, s in self.known.items() if p in named})
 
 
 def select(stages: list[str], start: str | None,

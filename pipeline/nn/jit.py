@@ -7,8 +7,13 @@ missing or cannot compile it: `compile` then returns None.
 """
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Callable
+
+# With colorama installed (DVC brings it), numba colours its messages and resets the
+# terminal at exit; its messages are quoted in the pipeline's, which are plain text.
+os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
 
 
 def compile(loop: Callable, example: tuple, what: str) -> Callable | None:

@@ -294,16 +294,17 @@ def index_html(scores: dict, history: dict[str, np.ndarray], figures: dict[str, 
 
 def run(inputs: dict, out: dict, sample: bool = False, outputs: str | None = None) -> None:
     """Draw every figure and the index page. `inputs` maps history, train_metrics,
-    model, val_x, val_y, val_probs, test_labels and metrics to paths; `out` maps each name in
-    FIGURES and `index` to its path. `sample`: see `index_html`; the runs table is
-    the log of the `outputs` folder (if given) as it stands now."""
+    model, val_x, val_y, val_probs, test_labels, metrics and scores to paths; `out`
+    maps each name in FIGURES and `index` to its path. `sample`: see `index_html`; the
+    runs table is the log of the `outputs` folder (if given) as it stands now."""
     history = read_history(inputs["history"])
     nets = model.load(inputs["model"])
     val_x = artifacts.load_array(inputs["val_x"], "preprocess")       # (N_val, 784) float32
     val_y = artifacts.load_array(inputs["val_y"], "preprocess")       # (N_val,) int64
     val_probs = artifacts.load_array(inputs["val_probs"], "predict")  # (N_val, 10)
     test_labels = artifacts.load_array(inputs["test_labels"], "predict")  # (M,) int64
-    scores = artifacts.load_json(inputs["metrics"], "predict")
+    scores = {**artifacts.load_json(inputs["metrics"], "predict"),     # the headline
+              **artifacts.load_json(inputs["scores"], "predict")}     # per class, matrix
     if not (len(val_x) == len(val_y) == len(val_probs)):
         raise PipelineError(
             f"the validation artifacts disagree: {len(val_x)} images, {len(val_y)} labels, "

@@ -30,6 +30,10 @@ class Step:
     run: Callable[[dict, dict, dict], None]         # (params, deps, outs) -> None
     # Files the step keeps while it runs (train's checkpoint), deleted once it is recorded.
     scratch: Callable[[dict], list[Path]] = lambda params: []
+    # Outputs that differ from run to run (wall-clock times) and that no step reads:
+    # written and cached with the others, but neither compared nor recorded, here or
+    # by DVC, so that a rerun making the same bytes leaves every fingerprint as it was.
+    volatile: tuple[str, ...] = ()
 
 
 def code(*modules: str) -> tuple[str, ...]:
@@ -52,7 +56,8 @@ def submission_path(params: dict) -> Path:
 
 
 def metrics_path(params: dict) -> Path:
-    """<outputs>/metrics.json: the validation metrics, where `dvc metrics show` looks."""
+    """<outputs>/metrics.json: the headline validation metrics, small enough for git
+    and `dvc metrics show` (the confusion matrix is in predict/scores.json)."""
     return Path(params["outputs"]) / "metrics.json"
 
 
@@ -75,7 +80,7 @@ _pre_test = _files("preprocess", "test_x")
 # timing.json holds train's wall-clock times; no later step reads it, so a retrain
 # that reproduces the weights stops the cascade.
 _train = _files("train", "model.npz", "history.csv", "metrics.json", "timing.json")
-_predict = _files("predict", "test_probs", "test_labels", "val_probs")
+_predict = _files("predict", "test_probs", "test_labels", "val_probs", "scores.json")
 _report = _files("report", *(f"{name}.png" for name in FIGURES), "index.html")
 
 # Every train.* param is fingerprinted, so a new one can never be silently ignored.
@@ -98,7 +103,7 @@ STEPS: tuple[Step, ...] = (
               "training/checkpoint", "nn/metrics", "config/sections", "training/feed",
               "training/threads", "nn/jit"),
          deps=_pre_train, outs=_train, run=train.run,
-         scratch=lambda p: [train.checkpoint_path(_train(p)["model"])]),
+         scratch=lambda p: [train.checkpoint_path(_train(p)["model"])], volatile=("timing",)),
     Step("predict", "predict", ("predict.batch_size", "predict.tta_shift"),
          code("steps/predict", "training/ensemble", "nn/network", "training/augment",
               "nn/metrics", "nn/jit"),
@@ -120,6 +125,7 @@ STEPS: tuple[Step, ...] = (
                          "train_metrics": _train(p)["metrics"],
                          "val_x": _pre_train(p)["val_x"], "val_y": _pre_train(p)["val_y"],
                          "val_probs": _predict(p)["val_probs"],
-                         "test_labels": _predict(p)["test_labels"], "metrics": metrics_path(p)},
+                         "test_labels": _predict(p)["test_labels"], "metrics": metrics_path(p),
+                         "scores": _predict(p)["scores"]},
          outs=_report, run=report.run),
 )

@@ -1,5 +1,6 @@
 """Stage 4, predict: class probabilities and labels for the test and validation rows,
-and the validation metrics (<outputs>/metrics.json)."""
+and the validation metrics: the headline figures in <outputs>/metrics.json, per-class
+scores and the confusion matrix in predict/scores.json."""
 from __future__ import annotations
 
 import logging
@@ -27,7 +28,7 @@ def predict(inputs: dict, out: dict, batch_size: int, tta_shift: float) -> None:
     """Class probabilities for the test and validation rows, and the metrics.
 
     `inputs` maps model, train_metrics, test_x, val_x, val_y to paths; `out` maps
-    test_probs, test_labels, val_probs and metrics to paths. tta_shift > 0 averages
+    test_probs, test_labels, val_probs, metrics and scores to paths. tta_shift > 0 averages
     each image's probabilities with those of its copies moved that many pixels
     (`model.shifted_copies`). The metrics say whether the validation rows were held out, as
     train's metrics do for the same model."""
@@ -48,11 +49,16 @@ def predict(inputs: dict, out: dict, batch_size: int, tta_shift: float) -> None:
                             "preprocess --force`")
     test_probs = model.ensemble_proba(nets, test_x, batch_size, tta_shift)   # (M, 10)
     val_probs = model.ensemble_proba(nets, val_x, batch_size, tta_shift)     # (N_val, 10)
-    scores = {**metrics.summary(val_probs, val_y), "val_held_out": held_out,
-              "tta_shift": tta_shift}
+    scores = {**metrics.summary(val_probs, val_y), "val_held_out": held_out}
+    # The headline alone in metrics.json, which git keeps and DVC compares across
+    # commits, one row a commit; the per-class table and the matrix go beside the arrays.
+    details = {key: scores.pop(key) for key in ("per_class", "confusion_matrix")}
+    details["tta_shift"] = tta_shift                 # a param (DVC has it): not a metric
+    scores["val_f1"] = {c: s["f1"] for c, s in details["per_class"].items()}
     artifacts.save_array(out["test_probs"], test_probs)
     artifacts.save_array(out["test_labels"], test_probs.argmax(axis=1).astype(np.int64))
     artifacts.save_array(out["val_probs"], val_probs)
+    artifacts.write_json(out["scores"], details)
     artifacts.write_json(out["metrics"], scores)
     ci = scores["val_accuracy_ci95"]
     log.info("predict: %d test images; validation accuracy %.2f%% (95%% interval %.2f-%.2f%%, "

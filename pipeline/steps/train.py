@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 
 # fit's rows also hold `seconds`, the epoch's wall time: it goes to timing.json, not to
 # history.csv, because later steps read the history and must not rerun for a clock.
+# `step` numbers the rows 1, 2, ... over the members in turn: epochs repeat when there
+# are several members, and a plot (dvc plots) needs an x that does not.
 HISTORY_COLUMNS = ("epoch", "loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
-                   "member")
+                   "step", "member")
 
 
 def run(params: dict, deps: dict[str, Path], outs: dict[str, Path]) -> None:
@@ -133,8 +135,9 @@ def checkpoint_path(model: Path) -> Path:
 def history_csv(history: list[dict]) -> str:
     """The per-epoch history as CSV text with a header, as `dvc plots` reads it."""
     lines = [",".join(HISTORY_COLUMNS)]
-    for row in history:
+    for step, row in enumerate(history, start=1):
+        row = {**row, "step": step}
         lines.append(",".join(
-            str(row[c]) if c in ("epoch", "member") else f"{row[c]:.6g}" if c == "lr"
+            str(row[c]) if c in ("epoch", "member", "step") else f"{row[c]:.6g}" if c == "lr"
             else f"{row[c]:.6f}" for c in HISTORY_COLUMNS))
     return "\n".join(lines) + "\n"

@@ -42,8 +42,8 @@ def fit(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, cfg:
     (`feed.choose_feed`); the weights are the same either way.
 
     Returns (params, history): one row per epoch with the keys of
-    `steps.train.HISTORY_COLUMNS` but `member`, and `seconds`, its wall time. Raises
-    PipelineError when training diverges (`check_loss`).
+    `steps.train.HISTORY_COLUMNS` but `step` and `member`, and `seconds`, its wall
+    time. Raises PipelineError when training diverges (`check_loss`).
     """
     if teacher is not None and not cfg.distill_temperature:
         raise ValueError("fit: a teacher needs cfg.distill_temperature > 0")

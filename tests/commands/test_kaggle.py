@@ -1,9 +1,16 @@
-"""The Kaggle round trip against a stand-in `kaggle` executable that records its arguments."""
+"""The Kaggle round trip against a stand-in `kaggle` executable that records its arguments,
+and against the kaggle package's own CLI, which never reaches Kaggle here."""
+import contextlib
+import http.server
+import importlib.util
 import json
 import os
 import select
+import shutil
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +92,7 @@ def test_submit_checks_then_uploads_with_the_message(tmp_path, kaggle_env):
     done = run_cli(*sets, "submit", "--kaggle", "first try: 98%", env=env)
     assert done.returncode == 0, done.stderr
     submission = tmp_path / "out" / "submission.csv"
-    assert calls(log) == [["competitions", "submit", "-c", "digit-recognizer",
+    assert calls(log) == [["competitions", "submit", "digit-recognizer",
                            "-f", str(submission), "-m", "first try: 98%"]]
     submit.check_submission(submission, kaggle.TEST_ROWS)
 
@@ -115,7 +122,7 @@ def test_without_the_kaggle_command_it_prints_the_command(tmp_path, kaggle_env):
                    env={**env, "PATH": str(tmp_path / "nothing-here")})
     assert done.returncode == 1 and "Traceback" not in done.stderr
     submission = tmp_path / "out" / "submission.csv"
-    assert (f"kaggle competitions submit -c digit-recognizer -f {submission} "
+    assert (f"kaggle competitions submit digit-recognizer -f {submission} "
             "-m 'it'\"'\"'s mine'") in done.stderr
     assert submission.exists()                     # the submission itself is kept
 
@@ -125,26 +132,62 @@ def test_a_failing_upload_says_so(tmp_path, kaggle_env):
     sets = labels_for_kaggle(tmp_path)
     done = run_cli(*sets, "submit", "--kaggle", "m", env={**env, "KAGGLE_FAIL": "1"})
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert "401 - Unauthorized" in done.stderr and "failed (exit status 1)" in done.stderr
+    assert done.stderr.startswith(
+        f"error: Kaggle refused the credentials from {env['HOME']}/.kaggle/kaggle.json (401: "
+        "wrong, expired or revoked) while uploading the submission: run `kaggle auth login`")
     assert len(calls(log)) == 1
 
 
-@pytest.mark.parametrize("setup, expected", [
-    ({}, False),
-    ({"env": {"KAGGLE_USERNAME": "u", "KAGGLE_KEY": "k"}}, True),
-    ({"env": {"KAGGLE_USERNAME": "u"}}, False),
-    ({"env": {"KAGGLE_API_TOKEN": "t"}}, True),
-    ({"file": ".kaggle/kaggle.json"}, True),
-    ({"file": ".kaggle/access_token"}, True),
-    ({"file": ".config/kaggle/kaggle.json"}, True),
-    ({"file": "elsewhere/kaggle.json", "env": {"KAGGLE_CONFIG_DIR": "{home}/elsewhere"}}, True),
+KEY = '{"username": "u", "key": "k"}'
+LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XDG folders: Linux only")
+LOGIN = '{"refresh_token": "r", "access_token": "", "username": "u"}'     # kaggle auth login
+
+
+@pytest.mark.parametrize("files, env, found", [
+    ({}, {}, "(in none of the places the kaggle command reads)"),
+    ({}, {"KAGGLE_USERNAME": "u", "KAGGLE_KEY": "k"}, "KAGGLE_USERNAME and KAGGLE_KEY"),
+    ({}, {"KAGGLE_USERNAME": "u"}, "(KAGGLE_USERNAME and KAGGLE_KEY has no key)"),
+    ({}, {"KAGGLE_API_TOKEN": "t"}, "KAGGLE_API_TOKEN"),
+    ({"token": "t"}, {"KAGGLE_API_TOKEN": "{home}/token"}, "KAGGLE_API_TOKEN"),
+    ({"token": ""}, {"KAGGLE_API_TOKEN": "{home}/token"}, "(in none of"),
+    ({".kaggle/kaggle.json": KEY}, {}, "{home}/.kaggle/kaggle.json"),
+    ({".kaggle/kaggle.json": '{"username": "u"}'}, {}, "({home}/.kaggle/kaggle.json has no key)"),
+    ({".kaggle/kaggle.json": '{"username": "u"}'}, {"KAGGLE_KEY": "k"},
+     "{home}/.kaggle/kaggle.json"),
+    ({".kaggle/kaggle.json": "{not json"}, {}, "({home}/.kaggle/kaggle.json is not a JSON object)"),
+    ({".kaggle/access_token": "t\n"}, {}, "{home}/.kaggle/access_token"),
+    ({".kaggle/access_token.txt": "t"}, {}, "{home}/.kaggle/access_token.txt"),
+    ({".kaggle/access_token": "\n"}, {}, "(in none of"),
+    ({".kaggle/credentials.json": LOGIN}, {},
+     "{home}/.kaggle/credentials.json (kaggle auth login)"),
+    ({".kaggle/credentials.json": "{}"}, {}, "({home}/.kaggle/credentials.json holds no login)"),
+    # Without ~/.kaggle, on Linux: the XDG folder.
+    pytest.param({".config/kaggle/kaggle.json": KEY}, {}, "{home}/.config/kaggle/kaggle.json",
+                 marks=LINUX),
+    pytest.param({"xdg/kaggle/kaggle.json": KEY}, {"XDG_CONFIG_HOME": "{home}/xdg"},
+                 "{home}/xdg/kaggle/kaggle.json", marks=LINUX),
+    ({"elsewhere/kaggle.json": KEY}, {"KAGGLE_CONFIG_DIR": "{home}/elsewhere"},
+     "{home}/elsewhere/kaggle.json"),
+    ({"notebook-token": "t"}, {"KAGGLE_KERNEL_RUN_TYPE": "Interactive", "KAGGLE_API_V1_TOKEN":
+                               "{home}/notebook-token", "KAGGLE_DATA_PROXY_URL": "http://p"},
+     "the Kaggle notebook's token"),
 ])
-def test_credentials_are_found_where_the_cli_looks(tmp_path, setup, expected):
-    if "file" in setup:
-        (tmp_path / setup["file"]).parent.mkdir(parents=True)
-        (tmp_path / setup["file"]).write_text("{}")
-    env = {k: v.format(home=tmp_path) for k, v in setup.get("env", {}).items()}
-    assert kaggle.has_credentials(env, home=tmp_path) is expected
+def test_credentials_are_found_where_the_cli_looks(tmp_path, files, env, found):
+    """As kaggle 2.2.5 looks (kagglesdk's kaggle_env.py and kaggle_creds.py, and
+    KaggleApi's config_dir): a place that holds no credentials is named."""
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    env = {k: v.format(home=tmp_path) for k, v in env.items()}
+    source, missing = kaggle.credentials(env, home=tmp_path)
+    if found.startswith("("):
+        assert source is None and missing.startswith(
+            "no Kaggle credentials " + found.format(home=tmp_path))
+        assert missing.endswith(": run `kaggle auth login`, or save an API token from "
+                                "kaggle.com/settings/api as ~/.kaggle/access_token")
+    else:
+        assert (source, missing) == (found.format(home=tmp_path), "")
+    assert kaggle.has_credentials(env, home=tmp_path) is (source is not None)
 
 
 def test_accepted_offer_downloads_and_extracts_train_and_test(tmp_path, kaggle_env):
@@ -156,7 +199,7 @@ def test_accepted_offer_downloads_and_extracts_train_and_test(tmp_path, kaggle_e
     assert "Download the competition's files" in asked[0]
     assert train.read_bytes() == (files / "train.csv").read_bytes()
     assert test.read_bytes() == (files / "test.csv").read_bytes()
-    assert calls(log)[0][:5] == ["competitions", "download", "-c", "digit-recognizer", "-p"]
+    assert calls(log)[0][:4] == ["competitions", "download", "digit-recognizer", "-p"]
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["test.csv", "train.csv"]
 
 
@@ -174,10 +217,10 @@ def test_declined_or_unanswerable_offer_downloads_nothing(tmp_path, kaggle_env):
 def test_hint_says_how_for_each_situation(tmp_path, kaggle_env, monkeypatch):
     train = tmp_path / "data" / "train.csv"
     hint = kaggle.download_hint(train)
-    assert f"kaggle competitions download -c digit-recognizer -p {train.parent}" in hint
+    assert f"kaggle competitions download digit-recognizer -p {train.parent}" in hint
     assert "offered the download" in hint
     (tmp_path / "home" / ".kaggle" / "kaggle.json").unlink()
-    assert "finds no API token" in kaggle.download_hint(train)
+    assert kaggle.download_hint(train).startswith("no Kaggle credentials (in none of the places")
     monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
     assert "pip install kaggle" in kaggle.download_hint(train)
 
@@ -190,7 +233,7 @@ def test_without_stdin_the_cli_never_asks_and_prints_the_command(tmp_path, kaggl
                    f"--set=outputs={tmp_path / 'out'}", "ingest", env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "using the bundled sample" in done.stdout
-    assert f"kaggle competitions download -c digit-recognizer -p {tmp_path / 'data'}" \
+    assert f"kaggle competitions download digit-recognizer -p {tmp_path / 'data'}" \
         in done.stdout
     assert calls(log) == []
     again = run_cli(f"--set=data.train={tmp_path / 'data' / 'train.csv'}",
@@ -249,3 +292,121 @@ def test_a_submission_behind_changed_params_is_not_uploaded(tmp_path, kaggle_env
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "not uploading" in done.stderr and "param train.epochs changed (1 -> 2)" in done.stderr
     assert calls(log) == []
+
+
+# --- the kaggle package's own CLI (requirements-dev.txt), which never reaches Kaggle here ---
+
+def real_kaggle() -> str:
+    """The kaggle package's executable, or skip the test."""
+    found = shutil.which("kaggle", path=f"{Path(sys.executable).parent}{os.pathsep}"
+                                        f"{os.environ.get('PATH', '')}")
+    if importlib.util.find_spec("kaggle") is None or found is None:
+        pytest.skip("the kaggle package is not installed: pip install -r requirements-dev.txt")
+    return found
+
+
+def unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """The real kaggle CLI first on PATH, a HOME holding a made-up kaggle.json, no KAGGLE_*
+    variables, and every request sent to a proxy that is not there. Returns HOME."""
+    exe = real_kaggle()
+    home = tmp_path / "home"
+    (home / ".kaggle").mkdir(parents=True)
+    token = home / ".kaggle" / "kaggle.json"
+    token.write_text('{"username": "someone", "key": "0123456789abcdef0123456789abcdef"}')
+    token.chmod(0o600)
+    for key in [k for k in os.environ if k.startswith("KAGGLE_") or k.lower() in (
+            "http_proxy", "https_proxy", "all_proxy", "no_proxy")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("PATH", f"{Path(exe).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    nowhere = f"http://127.0.0.1:{unused_port()}"
+    monkeypatch.setenv("HTTP_PROXY", nowhere)
+    monkeypatch.setenv("HTTPS_PROXY", nowhere)
+    return home
+
+
+@contextlib.contextmanager
+def kaggle_refusing(code: int, message: str):
+    """A local server that answers every request as Kaggle's API answers a refusal:
+    status `code`, {"code", "message"} as JSON. Yields its port and the paths asked for."""
+    asked = []
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def answer(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            asked.append(self.path)
+            body = json.dumps({"code": code, "message": message}).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        do_GET = do_POST = answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1], asked
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_real_cli_without_a_network_the_user_reads_one_line_saying_so(tmp_path, offline):
+    sets = labels_for_kaggle(tmp_path)
+    done = run_cli(*sets, "submit", "--kaggle", "m")
+    submission = tmp_path / "out" / "submission.csv"
+    assert done.returncode == 1
+    assert f"with the credentials from {offline}/.kaggle/kaggle.json" in done.stdout
+    assert done.stderr == (
+        "error: cannot reach Kaggle while uploading the submission (no network, or a proxy in "
+        "the way): check the connection, then run again (or run it yourself: kaggle "
+        f"competitions submit digit-recognizer -f {submission} -m m)\n")
+    data = tmp_path / "data"
+    with pytest.raises(PipelineError, match=r"^cannot reach Kaggle while downloading the "
+                                            r"competition's files \(no network"):
+        kaggle.download(data / "train.csv", data / "test.csv")
+    assert list(data.iterdir()) == []                       # no half download left behind
+
+
+def test_real_cli_is_not_run_without_credentials(tmp_path, offline):
+    (offline / ".kaggle" / "kaggle.json").unlink()
+    sets = labels_for_kaggle(tmp_path)
+    done = run_cli(*sets, "submit", "--kaggle", "m")
+    assert done.returncode == 1 and "Authentication required" not in done.stdout + done.stderr
+    assert done.stderr == (
+        "error: not uploading: no Kaggle credentials (in none of the places the kaggle command "
+        "reads): run `kaggle auth login`, or save an API token from kaggle.com/settings/api as "
+        "~/.kaggle/access_token; then run again, or run: kaggle competitions submit "
+        f"digit-recognizer -f {tmp_path / 'out' / 'submission.csv'} -m m\n")
+
+
+@pytest.mark.parametrize("code, said, expected", [
+    (401, "Unauthenticated", r"Kaggle refused the credentials from \S+/\.kaggle/kaggle\.json "
+                             r"\(401: wrong, expired or revoked\) while uploading"),
+    (403, "You must accept this competition's rules before you'll be able to submit.",
+     r"Kaggle refused \(403\): the competition's rules are not accepted for this account: "
+     r"accept them on https://www\.kaggle\.com/competitions/digit-recognizer/rules"),
+    (403, "Permission denied", r"Kaggle refused access \(403\) while uploading the submission: "
+                               r"accept the competition's rules .* phone verification"),
+])
+def test_real_cli_refusals_are_told_apart(tmp_path, offline, monkeypatch, code, said, expected):
+    path = tmp_path / "submission.csv"
+    path.write_text(submit.submission_text(np.zeros(kaggle.TEST_ROWS, np.int64)))
+    with kaggle_refusing(code, said) as (port, asked):
+        # The CLI's own switch to plain HTTP on localhost, sent through the proxy: this server.
+        monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", "LOCALHOST")
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        with pytest.raises(PipelineError, match=expected) as caught:
+            kaggle.upload(path, "m")
+    assert asked and "\n" not in str(caught.value)

@@ -27,6 +27,7 @@ def files(tmp_path, rng):
     np.save(paths["val_y"], rng.integers(0, 10, 40))
     out = {n: tmp_path / "out" / f"{n}.npy" for n in ("test_probs", "test_labels", "val_probs")}
     out["metrics"] = tmp_path / "out" / "metrics.json"
+    out["scores"] = tmp_path / "out" / "scores.json"
     return nets, paths, out
 
 
@@ -85,7 +86,11 @@ def test_metrics_json_scores_the_validation_probabilities(files):
     artifacts.write_json(paths["train_metrics"], {"val_held_out": False})
     predict.predict(paths, out, batch_size=4096, tta_shift=0.0)
     assert artifacts.load_json(out["metrics"])["val_held_out"] is False
-    assert sum(sum(row.values()) for row in scores["confusion_matrix"].values()) == 40
+    # The headline alone in metrics.json; per-class scores and the matrix beside it.
+    details = artifacts.load_json(out["scores"])
+    assert sum(sum(row.values()) for row in details["confusion_matrix"].values()) == 40
+    assert scores["val_f1"] == {c: s["f1"] for c, s in details["per_class"].items()}
+    assert not {"confusion_matrix", "per_class"} & set(scores)
 
 
 def test_labels_that_do_not_match_the_images_stop_with_both_paths(files):
