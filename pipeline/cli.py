@@ -126,7 +126,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "(repeatable; the value is read as YAML)")
     parser.add_argument("--force", action="store_true",
                         help="run the named stages even if up to date; what they are made "
-                        "from still runs only if stale (as dvc repro --force)")
+                        "from still runs only if stale")
     parser.add_argument("--from", dest="start", metavar="STAGE",
                         help="name this stage and every stage after it: those that are stale "
                         "run (with --force, all of them)")

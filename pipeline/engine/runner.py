@@ -15,7 +15,7 @@ it is made from up to date; with `single` (dvc's --single-item) it runs alone an
 refuses to build on an upstream step that is not up to date.
 
 A step in `cache.STEPS` (train) whose fingerprint matches one seen before is restored
-from the run cache instead of run (not when forced, as `dvc repro --force`); a journal
+from the run cache instead of run (not when forced); a journal
 (`Journal`), when given, logs the runs.
 """
 from __future__ import annotations
