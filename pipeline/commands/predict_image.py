@@ -28,7 +28,7 @@ def run(params: dict, paths: list[str], show: bool) -> int:
     record = artifacts.load_json(scores) if scores.exists() else {}
     accuracy = record.get("val_accuracy")
     # The model's own record, as predict reads it: train.all_rows may have changed since.
-    held_out = "" if record.get("val_held_out", True) else " (not held out: train.all_rows)"
+    held_out = "" if record.get("val_held_out", True) else ", not held out: train.all_rows=true"
     tta = params["predict.tta_shift"]
     print(f"model: {model} ({len(nets)} network{'s' if len(nets) > 1 else ''}"
           + (f", validation accuracy {100 * accuracy:.2f}%{held_out}" if accuracy else "")

@@ -29,15 +29,16 @@ STROKE = 2.0           # MNIST's median stroke width in the 20x20 box, in pixels
 COARSE = 64            # pixels a side of the copy the paper's brightness is estimated on
 PAGE_SIDE = 128        # pixels a side of the copy the page is looked for on
 PAGE_SHARE = 0.4       # a page is at least this share of the picture's height and width
-LINE_PAPER = 0.8      # a line of the picture crossing the page is paper at this quantile
+LINE_PAPER = 0.8       # a line of the picture crossing the page is paper at this quantile
 STEP = 3               # lines of the copy an edge between a page and its surround spans
 EDGE = 0.25            # a surround is darker than the page by this share of its level
 TAIL = 0.001           # the share of levels at each end left out as noise
-SWAPPED = 0.75          # paper and ink are in doubt when one tail is this share of the other
+SWAPPED = 0.75         # paper and ink are in doubt when one tail is this share of the other
 FRAME = 0.6            # an outer line of the page inked over this share is a frame
 SPECK = 0.2            # ink apart from the digit, smaller than this share of it, is a speck
 NO_DIGIT = 1 / 20      # ink less wide and tall than this share of the page is no digit
 SMALL = 1 / 8          # and less than this share is a doubtful one
+SHOWN = 256            # pixels a side, at most, of the page kept to be shown
 
 
 def read_grey(path: Path) -> np.ndarray:
@@ -330,7 +331,7 @@ class Prepared:
     pixels: np.ndarray                 # (784,) float32 in [0, 1]
     size: tuple[int, int]              # the picture's (height, width)
     crop: tuple[slice, slice] | None   # the page's rows and columns, when not the whole picture
-    page: np.ndarray                   # (h, w) the page's grey levels, as found
+    page: np.ndarray                   # (h, w) the page's grey levels, at most SHOWN a side
     doubts: list[str]                  # why the answer may be wrong whatever the network says
 
     def where(self) -> str:
@@ -377,8 +378,12 @@ def prepare_page(grey: np.ndarray, where: str = "image") -> Prepared:
         doubts.append("paper and ink may be swapped")
     field = centre_by_mass(fit_box(strokes, within=(r, c)))          # (28, 28)
     pixels = np.round(field * 255).astype(np.uint8).reshape(1, SIDE * SIDE)
+    # A small copy: a phone photo's full grey levels need not stay in memory for --show.
+    shrink = min(1.0, SHOWN / max(page.shape))
+    shown = _resize(page, (max(1, round(page.shape[1] * shrink)),
+                           max(1, round(page.shape[0] * shrink))), Image.Resampling.BOX)
     return Prepared(scale(pixels)[0], grey.shape, (rows, cols) if found else None,
-                    page, doubts)
+                    shown, doubts)
 
 
 def prepare(grey: np.ndarray, where: str = "image") -> np.ndarray:

@@ -349,7 +349,8 @@ def test_predict_image_says_where_the_page_was_and_why_it_is_unsure(tmp_path, rn
                    "predict-image", "--show", str(tmp_path / "desk.png"), str(tmp_path / "small.png"))
     assert done.returncode == 0, done.stderr
     model_line, desk, mark, shown = done.stdout.splitlines()
-    assert model_line.endswith("validation accuracy 96.01% (not held out: train.all_rows))")
+    assert model_line.endswith("(1 network, validation accuracy 96.01%, not held out: "
+                               "train.all_rows=true)")
     found = image.prepare_page(image.read_grey(tmp_path / "desk.png"))
     assert desk.endswith(f"  [{found.where()}]") and found.where().startswith(
         "page found inside the picture: rows ")
