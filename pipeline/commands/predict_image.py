@@ -9,7 +9,7 @@ import numpy as np
 
 from pipeline import artifacts
 from pipeline.errors import PipelineError
-from pipeline.images.prepare import SIDE, prepare_files, sheet
+from pipeline.images.prepare import SIDE, Prepared, prepare_files, sheet
 from pipeline.steps.graph import artifact
 from pipeline.training import ensemble
 
@@ -25,27 +25,33 @@ def run(params: dict, paths: list[str], show: bool) -> int:
     model = artifact(params, "train", "model.npz")
     nets = load_model(model)
     scores = artifact(params, "train", "metrics.json")
-    accuracy = artifacts.load_json(scores).get("val_accuracy") if scores.exists() else None
+    record = artifacts.load_json(scores) if scores.exists() else {}
+    accuracy = record.get("val_accuracy")
+    # The model's own record, as predict reads it: train.all_rows may have changed since.
+    held_out = "" if record.get("val_held_out", True) else ", not held out: train.all_rows=true"
     tta = params["predict.tta_shift"]
     print(f"model: {model} ({len(nets)} network{'s' if len(nets) > 1 else ''}"
-          + (f", validation accuracy {100 * accuracy:.2f}%" if accuracy else "")
+          + (f", validation accuracy {100 * accuracy:.2f}%{held_out}" if accuracy else "")
           + (" without test-time augmentation; classifying with it)" if tta and accuracy
              else ")"), flush=True)
     prepared = prepare_files([Path(p) for p in paths])
     failed = False
     tops = top_classes(nets, prepared, params["predict.batch_size"], tta_shift=tta)
-    for path, top in zip(paths, tops):
+    for path, item, top in zip(paths, prepared, tops):
         if isinstance(top, PipelineError):
             print(f"error: {top}", file=sys.stderr, flush=True)
             failed = True
         else:
-            print(describe(path, top), flush=True)
+            print(describe(path, top, item.doubts, item.where()), flush=True)
     seen = [p for p in prepared if not isinstance(p, PipelineError)]
     if show and seen:
         where = Path(params["outputs"]) / "predict-image.png"
         with artifacts.atomic_path(where) as tmp:
             sheet(seen).save(tmp, format="PNG")
-        print(f"shown: {where} (what the network received, in the order above)", flush=True)
+        crops = "; under each, the page found inside a larger picture" if any(
+            p.crop is not None for p in seen) else ""
+        print(f"shown: {where} (what the network received, in the order above{crops})",
+              flush=True)
     return 1 if failed else 0
 
 
@@ -59,7 +65,7 @@ def load_model(model_path: Path) -> list[dict]:
     return nets
 
 
-def top_classes(nets: list[dict], prepared: list[np.ndarray | PipelineError],
+def top_classes(nets: list[dict], prepared: list[Prepared | PipelineError],
                 batch_size: int = 4096, k: int = 3,
                 tta_shift: float = 0.0) -> list[list[tuple[int, float]] | PipelineError]:
     """The `k` likeliest (class, probability) pairs for each prepared image; errors
@@ -67,7 +73,7 @@ def top_classes(nets: list[dict], prepared: list[np.ndarray | PipelineError],
     results = list(prepared)
     good = [i for i, r in enumerate(results) if not isinstance(r, PipelineError)]
     if good:
-        probs = ensemble.ensemble_proba(nets, np.stack([results[i] for i in good]),
+        probs = ensemble.ensemble_proba(nets, np.stack([results[i].pixels for i in good]),
                                      batch_size, tta_shift)          # (len(good), 10)
         best = np.argsort(-probs, axis=1, kind="stable")[:, :k]     # (len(good), k)
         for row, i in enumerate(good):
@@ -82,9 +88,14 @@ def classify(model_path: Path, paths: list[Path], batch_size: int = 4096,
     return top_classes(load_model(model_path), prepare_files(paths), batch_size, k)
 
 
-def describe(path: Path, top: list[tuple[int, float]]) -> str:
+def describe(path: Path, top: list[tuple[int, float]], doubts: list[str] = (),
+             where: str = "") -> str:
     """One output line: the path, then each class with its probability, rounded
     down so that 99.97% does not read as a certain 100.0%; "unsure" when the
-    likeliest class has less than UNSURE."""
+    likeliest class has less than UNSURE, or when the preparation had doubts
+    (said after it, however likely the network finds the answer); then where the
+    page was found, when inside a larger picture."""
     line = f"{path}: " + "  ".join(f"{c} ({np.floor(1000 * p) / 10:.1f}%)" for c, p in top)
-    return line + ("  unsure" if top[0][1] < UNSURE else "")
+    if top[0][1] < UNSURE or doubts:
+        line += "  unsure" + "".join(f" ({d})" for d in doubts)
+    return line + (f"  [{where}]" if where else "")

@@ -84,7 +84,7 @@ def panel(params: dict[str, np.ndarray], members: int = 1, tta: bool = False) ->
         # image.py's constants, so the page prepares drawings as predict-image does.
         "prepare": {"side": image.SIDE, "box": image.BOX, "centre": image.CENTRE,
                     "noise_floor": image.NOISE_FLOOR, "noise_sigmas": image.NOISE_SIGMAS,
-                    "coarse": image.COARSE, "stroke": image.STROKE},
+                    "coarse": image.COARSE, "stroke": image.STROKE, "tail": image.TAIL},
     }
     bars = "".join(
         f'<div class="digit-bar"><span>{c}</span><span class="digit-track">'

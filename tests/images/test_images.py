@@ -2,6 +2,7 @@
 import re
 
 import numpy as np
+import photos
 import pytest
 from helpers import make_params, run_cli, sample_rows
 from PIL import Image, ImageFilter
@@ -243,3 +244,120 @@ def test_a_hairline_on_a_large_page_is_found(tmp_path):
     pixels = image.prepare(image.read_grey(tmp_path / "hairline.png")).reshape(28, 28)
     columns = np.flatnonzero(pixels.sum(axis=0))
     assert pixels.sum() > 10 and len(columns) <= 4 and 12 <= columns.mean() <= 16
+
+
+# Photos as people take them (tests/photos.py): each kind made from ten digits of the
+# bundled sample. Prepared, each must look like its own digit more than like any of
+# the other nine: what a faithful preparation gives the network to classify.
+@pytest.mark.parametrize("kind", ["desk", "frame", "dim", "specks", "shadow", "transparent"])
+def test_photos_of_each_kind_come_out_as_their_digit(tmp_path, kind):
+    digits, _ = sample_digits(10)
+    rng = np.random.default_rng(1)
+    clean = digits.reshape(10, -1) / 255.0                              # (10, 784)
+    nearest, own = [], []
+    for i, digit in enumerate(digits):
+        path = tmp_path / f"{kind}-{i}.png"
+        photos.kinds(digit, i, rng)[kind].save(path)
+        x = image.prepare(image.read_grey(path), str(path))
+        similar = [correlation(x, c) for c in clean]
+        nearest.append(int(np.argmax(similar)))
+        own.append(similar[i])
+    assert nearest == list(range(10)), (kind, nearest)
+    assert np.mean(own) > 0.85 and min(own) > 0.7, (kind, own)
+
+
+def test_the_page_is_found_inside_the_picture():
+    rng = np.random.default_rng(2)
+    digit = sample_digits(1)[0][0]
+    page = photos.page(digit, rng)                                       # (240, 240)
+    for width, shade in [(8, 0.08), (40, 0.5), (70, 0.3)]:
+        found = image.find_page(photos.on_desk(page, width, shade, rng))
+        assert found is not None
+        rows, cols = found
+        # The page begins `width` (or up to width * 1.5) in; a few lines of blur are left out.
+        assert width <= rows.start <= width + 6 and width <= cols.start <= 1.5 * width + 6
+        assert 240 - 12 <= rows.stop - rows.start <= 240, (width, found)
+    # Light falling off to 55%, a shadow, or a clean digit on either ground: no page.
+    assert image.find_page(photos.page(digit, rng, light=0.55)) is None
+    assert image.find_page(photos.shadowed(page, rng)) is None
+    assert image.find_page(digit / 255.0) is None and image.find_page(1 - digit / 255.0) is None
+
+
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_a_frame_is_not_taken_for_ink(width):
+    rng = np.random.default_rng(3)
+    digit = sample_digits(1)[0][0]
+    framed = image.prepare_page(photos.framed(photos.page(digit, rng), width))
+    assert framed.crop is not None and framed.crop[0].start >= width
+    assert correlation(framed.pixels, digit / 255.0) > 0.9
+
+
+def test_dim_paper_is_still_paper():
+    """Paper at 30-45% grey is darker than mid-grey: judged by its brightness alone,
+    it was taken for ink and the digit for a hole."""
+    rng = np.random.default_rng(4)
+    digit = sample_digits(1)[0][0]
+    for paper in (0.30, 0.35, 0.45):
+        grey = photos.page(digit, rng, paper=paper, ink=0.04, light=0.8)
+        assert np.median(grey) < 0.5
+        assert image.paper_is_light(grey) == (True, False)
+        assert correlation(image.prepare(grey), digit / 255.0) > 0.85
+
+
+@pytest.mark.parametrize("name", ["speck", "dot", "speck on a desk"])
+def test_a_speck_alone_is_no_digit(tmp_path, name):
+    photos.blanks(np.random.default_rng(5))[name].save(tmp_path / "page.png")
+    with pytest.raises(PipelineError, match=r"page\.png: found no digit \(only a mark \d+x\d+ "
+                                            r"pixels on a \d+x\d+ page, far smaller than a "
+                                            r"handwritten digit\)"):
+        image.prepare(image.read_grey(tmp_path / "page.png"), str(tmp_path / "page.png"))
+
+
+def test_a_small_mark_and_a_blank_page_are_doubtful():
+    """Marks between 1/20 and 1/8 of the page, and a page whose two tails of grey levels
+    reach as far (noise only), are prepared but marked: predict-image says unsure."""
+    page = np.full((240, 240), 0.9)
+    page[100:120, 110:118] = 0.1                                        # 20 px: 1/12
+    assert image.prepare_page(page).doubts == ["a small mark for a digit on this page"]
+    blank = np.asarray(photos.blanks(np.random.default_rng(6))["blank"], np.float32) / 255
+    assert "paper and ink may be swapped" in image.prepare_page(blank).doubts
+
+
+@pytest.mark.parametrize("colour", [(255, 255, 255), (0, 0, 0), (200, 30, 30)])
+def test_transparent_strokes_come_from_the_alpha_channel(tmp_path, colour):
+    """White ink on a transparent PNG was laid on white paper: "one flat shade"."""
+    digit = sample_digits(1)[0][0]
+    photos.transparent(digit, colour).save(tmp_path / "ink.png")
+    grey = image.read_grey(tmp_path / "ink.png")
+    assert grey.min() == 0.0 and np.median(grey) == 1.0                 # black on white
+    assert correlation(image.prepare(grey), digit / 255.0) > 0.9
+
+
+def test_predict_image_says_where_the_page_was_and_why_it_is_unsure(tmp_path, rng):
+    nets = [network.init_params(rng)]
+    (tmp_path / "out" / "train").mkdir(parents=True)
+    artifacts.save_arrays(tmp_path / "out" / "train" / "model.npz",
+                          **{k: np.stack([n[k] for n in nets]) for k in network.PARAM_NAMES})
+    artifacts.write_json(tmp_path / "out" / "train" / "metrics.json",
+                         {"val_accuracy": 0.9601, "val_held_out": False})
+    digit = sample_digits(1)[0][0]
+    photos.kinds(digit, 1, np.random.default_rng(7))["desk"].save(tmp_path / "desk.png")
+    small = np.full((240, 240), 230, np.uint8)
+    small[100:120, 110:118] = 20
+    Image.fromarray(small).save(tmp_path / "small.png")
+    done = run_cli(f"--set=outputs={tmp_path / 'out'}", "--set=data.sample=null",
+                   "predict-image", "--show", str(tmp_path / "desk.png"), str(tmp_path / "small.png"))
+    assert done.returncode == 0, done.stderr
+    model_line, desk, mark, shown = done.stdout.splitlines()
+    assert model_line.endswith("(1 network, validation accuracy 96.01%, not held out: "
+                               "train.all_rows=true)")
+    found = image.prepare_page(image.read_grey(tmp_path / "desk.png"))
+    assert desk.endswith(f"  [{found.where()}]") and found.where().startswith(
+        "page found inside the picture: rows ")
+    assert re.search(r"  unsure \(a small mark for a digit on this page\)$", mark), mark
+    assert shown.endswith("in the order above; under each, the page found inside a larger "
+                          "picture)")
+    with Image.open(tmp_path / "out" / "predict-image.png") as sheet:
+        assert sheet.size == (2 * 28 * 6 + 4, 2 * 28 * 6 + 4)          # digits, then crops
+        crop = np.asarray(sheet)[28 * 6 + 4:, :28 * 6]
+    assert crop.min() < 100 and crop.max() > 150                       # the page's ink and paper

@@ -153,15 +153,17 @@
     return f32(f32(lower + upper) / 2);
   }
 
-  // read_grey: RGBA over white paper, then Pillow's grey level (ITU-R 601-2 luma).
+  // read_grey: Pillow's grey level (ITU-R 601-2 luma); with transparent parts, the
+  // strokes are where the image is opaque, whatever their colour, black on white.
   function greyLevels(imageData) {
     const {width: w, height: h, data: rgba} = imageData;
     const data = new Float32Array(w * h);
+    let seeThrough = false;
+    for (let i = 0; i < w * h; i++) seeThrough = seeThrough || rgba[4 * i + 3] < 255;
     for (let i = 0; i < w * h; i++) {
-      const a = rgba[4 * i + 3] / 255;
-      const over = c => Math.round(rgba[4 * i + c] * a + 255 * (1 - a));
-      data[i] = f32(Math.floor((over(0) * 19595 + over(1) * 38470 + over(2) * 7471 + 0x8000)
-                               / 65536) / 255);
+      data[i] = seeThrough ? f32(1 - f32(rgba[4 * i + 3] / 255))
+        : f32(Math.floor((rgba[4 * i] * 19595 + rgba[4 * i + 1] * 38470
+                          + rgba[4 * i + 2] * 7471 + 0x8000) / 65536) / 255);
     }
     return {data, w, h};
   }
@@ -178,13 +180,20 @@
     return resize(smooth, img.w, img.h, BILINEAR).data;
   }
 
+  // paper_is_light: most of a page is paper, so its median is the paper's shade;
+  // ink lies in the tail that reaches further from it (the outermost TAIL left out).
+  function paperIsLight(grey) {
+    const levels = Float32Array.from(grey).sort();
+    const n = levels.length - 1;
+    const mid = levels[Math.floor(n / 2)];
+    return mid - levels[Math.floor(P.tail * n)] >= levels[Math.floor((1 - P.tail) * n)] - mid;
+  }
+
   // ink: 1 where the stroke is strongest, 0 on the paper, whichever is the lighter,
-  // measured against the paper near it; null when the image is one flat shade.
+  // measured against the paper near it; null when the image is one flat shade. A
+  // drawing is its own page: the page, frame and specks of a photo are not looked for.
   function ink({data: grey, w, h}) {
-    const border = [];                      // the border is mostly paper
-    for (let x = 0; x < w; x++) border.push(grey[x], grey[(h - 1) * w + x]);
-    for (let y = 0; y < h; y++) border.push(grey[y * w], grey[y * w + w - 1]);
-    const light = median(border) >= 0.5;
+    const light = paperIsLight(grey);
     const darkInk = light ? grey : grey.map(v => 1 - v);
     const ground = paper({data: darkInk, w, h}).map(v => Math.max(v, f32(1e-3)));
     const strokes = new Float32Array(w * h);
@@ -346,7 +355,7 @@
   const fired = hiddenView.getContext("2d");
 
   function clear() {
-    pen.fillStyle = "#fff";                 // paper, as image.py composites transparency
+    pen.fillStyle = "#fff";                 // opaque paper: read by its colours, as image.py does
     pen.fillRect(0, 0, canvas.width, canvas.height);
     pen.fillStyle = pen.strokeStyle = "#000";
     update();
