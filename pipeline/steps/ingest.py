@@ -16,7 +16,9 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import os
 import re
+import stat
 import zipfile
 import zlib
 from pathlib import Path
@@ -24,13 +26,20 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import artifacts, progress
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, printable
 
 log = logging.getLogger(__name__)
 
 N_PIXELS = 784
 INDEX_NAMES = ("", "Unnamed: 0")          # what pandas' to_csv writes, and reads back
 BLOCK_LINES = 256                          # lines per block when looking for a bad line
+# What a data file may hold once unzipped or gunzipped, so that a small hostile archive
+# cannot expand to gigabytes in memory. Kaggle's train.csv is about 75 MB.
+MAX_CSV_BYTES = 512 * 2**20
+# A digits line is a few KB (785 values, even with spaces and quotes); a longer one is
+# not one, and would make NumPy's reader use many times its size.
+MAX_LINE_BYTES = 64 * 2**10
+READ_BYTES = 2**24                         # files are read and unpacked in slices this big
 _NON_BLANK = re.compile(rb"\S")
 _INT_TEXT = re.compile(r"\+?[0-9]+")        # what NumPy's reader takes as a non-negative int
 _SIGNED_INT_TEXT = re.compile(r"[+-]?[0-9]+")
@@ -61,30 +70,84 @@ def resolve_data(train: str, test: str, sample: str | None) -> tuple[Path, Path,
     return folder / "train.csv.gz", folder / "test.csv.gz", True
 
 
+def _too_large(name: str) -> PipelineError:
+    return PipelineError(f"{name}: too large: expected a digits CSV of at most "
+                         f"{MAX_CSV_BYTES // 2**20} MB once unpacked (MAX_CSV_BYTES in "
+                         f"pipeline/steps/ingest.py), found more")
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, in a word or two, for messages."""
+    for test, word in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return word
+    return "a special file"
+
+
 def _read_bytes(path: Path, member: str) -> tuple[bytes, str]:
     """The file's text as bytes, and how messages name it: gunzipped when it starts
     with gzip's magic number; from a zip archive, its file named `member` (train.csv
-    or test.csv), or its only CSV file."""
+    or test.csv), or its only CSV file. At most MAX_CSV_BYTES, whatever it declares."""
     try:
-        raw = path.read_bytes()
+        # Checked before opening: opening a FIFO waits for a writer, /dev/zero never ends.
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise PipelineError(f"{path}: expected a CSV file, found a directory")
+        if not stat.S_ISREG(mode):
+            raise PipelineError(f"{path}: expected a CSV file, found {file_kind(mode)}")
+        with open(path, "rb") as f:
+            raw = _read_capped(f, str(path))
     except FileNotFoundError:
         raise PipelineError(f"{path}: file not found (expected a CSV file there)") from None
-    except IsADirectoryError:
-        raise PipelineError(f"{path}: expected a CSV file, found a directory") from None
     except OSError as exc:
         raise PipelineError(f"{path}: cannot read ({exc.strerror})") from None
     if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise PipelineError(f"{path}: expected a gzip file, found a damaged one ({exc})") \
-                from None
+        raw = _gunzip(raw, str(path))
     elif raw[:4] == b"PK\x03\x04":
         raw, member = _zip_member(path, raw, member)
-        path = f"{path} ({member})"
+        path = f"{path} ({printable(member)})"
     if raw.startswith(b"\xef\xbb\xbf"):          # UTF-8 byte order mark, as Excel writes
         raw = raw[3:]
     return raw, str(path)
+
+
+def _read_capped(f, name: str) -> bytes:
+    """All of the file object `f`, read in slices: at most MAX_CSV_BYTES, or an error."""
+    chunks, size = [], 0
+    while chunk := f.read(READ_BYTES):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_CSV_BYTES:
+            raise _too_large(name)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _gunzip(data: bytes, name: str) -> bytes:
+    """The gzip file `data` unpacked (every member, as gzip does), in slices, stopping
+    with an error past MAX_CSV_BYTES instead of unpacking the rest."""
+    chunks, size = [], 0
+    while data:
+        unpack = zlib.decompressobj(wbits=31)
+        try:
+            while not unpack.eof:
+                chunk = unpack.decompress(data, READ_BYTES)
+                if not chunk and len(unpack.unconsumed_tail) == len(data):
+                    raise PipelineError(f"{name}: expected a gzip file, found a damaged one "
+                                        "(it ends before its last block: truncated?)")
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_CSV_BYTES:
+                    raise _too_large(name)
+                data = unpack.unconsumed_tail
+        except zlib.error as exc:
+            raise PipelineError(f"{name}: expected a gzip file, found a damaged one ({exc})") \
+                from None
+        data = unpack.unused_data.lstrip(b"\0")       # padding after a member is allowed
+        if data[:2] != b"\x1f\x8b":
+            break                                      # trailing bytes, as gzip ignores
+    return b"".join(chunks)
 
 
 def _zip_member(path: Path, raw: bytes, member: str) -> tuple[bytes, str]:
@@ -96,20 +159,57 @@ def _zip_member(path: Path, raw: bytes, member: str) -> tuple[bytes, str]:
             chosen = next((n for n in names if Path(n).name in (member, member + ".gz")),
                           csvs[0] if len(csvs) == 1 else None)
             if chosen is None:
+                found = ", ".join(printable(n) for n in names[:6]) or "no files"
                 raise PipelineError(f"{path}: expected a zip archive holding {member}, found "
-                                    f"{', '.join(names[:6]) or 'no files'}")
-            data = archive.read(chosen)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise PipelineError(f"{path}: expected a zip archive, found a damaged one ({exc})") \
+                                    f"{found}")
+            info = archive.getinfo(chosen)
+            name = f"{path} ({printable(chosen)})"
+            if info.flag_bits & 0x1:
+                raise PipelineError(f"{name}: expected an unencrypted zip member, found an "
+                                    "encrypted one (unzip it first)")
+            if info.file_size > MAX_CSV_BYTES:         # as declared; the read is capped too
+                raise _too_large(name)
+            # Reads stop at the declared size (then the CRC check fails), and at the cap.
+            with archive.open(info) as f:
+                data = _read_capped(f, name)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise PipelineError(f"{path}: expected a zip archive, found a damaged one "
+                            f"({printable(str(exc))})") from None
+    except NotImplementedError as exc:                 # a compression method zipfile lacks
+        raise PipelineError(f"{path}: expected a zip archive compressed as deflate, bzip2 or "
+                            f"lzma, found another method ({printable(str(exc))})") from None
+    except RuntimeError as exc:                        # encryption zipfile cannot tell early
+        raise PipelineError(f"{path}: cannot read the zip archive ({printable(str(exc))})") \
             from None
     if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+        data = _gunzip(data, name)
     return data, chosen
 
 
+def _check_line_lengths(name: str, raw: bytes) -> None:
+    """Refuse a line longer than MAX_LINE_BYTES before NumPy's reader sees it; looked at
+    in slices, so that the check itself needs little memory."""
+    flat = np.frombuffer(raw, dtype=np.uint8)
+    last = -1                                          # where the previous line ended
+    step = READ_BYTES
+    for start in range(0, len(flat), step):
+        ends = np.flatnonzero(flat[start:start + step] == 10) + start
+        # The slice's end stands in for the end of a line still running on.
+        bounds = np.concatenate(([last], ends, [min(start + step, len(flat))]))
+        long = np.flatnonzero(np.diff(bounds) - 1 > MAX_LINE_BYTES)
+        if len(long):
+            lineno = int(np.count_nonzero(flat[:bounds[long[0]] + 1] == 10)) + 1
+            raise PipelineError(f"{name}, line {lineno}: too long: expected a line of at most "
+                                f"{MAX_LINE_BYTES // 2**10} KB (a digits CSV line is a few "
+                                "KB), found more")
+        if len(ends):
+            last = int(ends[-1])
+
+
 def _short(name: str, limit: int = 40) -> str:
-    """A header name as shown in a message: cut to `limit` characters."""
-    return name if len(name) <= limit else name[:limit - 3] + "..."
+    """A header name as shown in a message: cut to `limit` characters, control
+    characters escaped."""
+    return printable(name if len(name) <= limit else name[:limit - 3] + "...")
 
 
 def _check_header(path: Path, names: list[str], labelled: bool) -> tuple[bool, bool]:
@@ -220,7 +320,8 @@ def _describe_line(path: Path, lineno: int, line: bytes, header: bytes, names: l
         bounds = specs[col]
         if bounds is None and _SIGNED_INT_TEXT.fullmatch(text):
             continue
-        if bounds and _INT_TEXT.fullmatch(text) and bounds[0] <= int(text) <= bounds[1]:
+        if bounds and len(text) < 20 and _INT_TEXT.fullmatch(text) and \
+                bounds[0] <= int(text) <= bounds[1]:
             continue
         expected = "an integer" if bounds is None else f"an integer {bounds[0]}-{bounds[1]}"
         return (f"{path}, line {lineno}, column {col + 1} ('{names[col]}'): "
@@ -263,11 +364,12 @@ def parse_digits(path: Path, raw: bytes, labelled: bool) -> tuple[np.ndarray, np
                             "pipeline needs NumPy 2.3 or newer (pip install -r requirements.txt)")
     if not _NON_BLANK.search(raw):
         raise PipelineError(f"{path}: expected a header row and data rows, found an empty file")
-    end = raw.find(b"\n")
-    header = (raw if end < 0 else raw[:end]).rstrip(b"\r")
-    if b"\r" in header:
+    if b"\r" in raw[:MAX_LINE_BYTES + 2].split(b"\n", 1)[0].rstrip(b"\r"):
         raise PipelineError(f"{path}, line 1: expected lines ending in \\n or \\r\\n, found "
                             "lines ending in a bare \\r (old Mac line ends)")
+    _check_line_lengths(path, raw)
+    end = raw.find(b"\n")
+    header = (raw if end < 0 else raw[:end]).rstrip(b"\r")
     try:
         names = [n.strip().strip('"') for n in header.decode("utf-8").split(",")]
     except UnicodeDecodeError:
