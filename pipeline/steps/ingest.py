@@ -13,12 +13,9 @@ then described field by field.
 """
 from __future__ import annotations
 
-import gzip
 import io
 import logging
-import os
 import re
-import stat
 import zipfile
 import zlib
 from pathlib import Path
@@ -76,27 +73,12 @@ def _too_large(name: str) -> PipelineError:
                          f"pipeline/steps/ingest.py), found more")
 
 
-def file_kind(mode: int) -> str:
-    """What a file that is not a regular one is, in a word or two, for messages."""
-    for test, word in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return word
-    return "a special file"
-
-
 def _read_bytes(path: Path, member: str) -> tuple[bytes, str]:
     """The file's text as bytes, and how messages name it: gunzipped when it starts
     with gzip's magic number; from a zip archive, its file named `member` (train.csv
     or test.csv), or its only CSV file. At most MAX_CSV_BYTES, whatever it declares."""
     try:
-        # Checked before opening: opening a FIFO waits for a writer, /dev/zero never ends.
-        mode = os.stat(path).st_mode
-        if stat.S_ISDIR(mode):
-            raise PipelineError(f"{path}: expected a CSV file, found a directory")
-        if not stat.S_ISREG(mode):
-            raise PipelineError(f"{path}: expected a CSV file, found {file_kind(mode)}")
+        artifacts.regular_file(path, "a CSV file")
         with open(path, "rb") as f:
             raw = _read_capped(f, str(path))
     except FileNotFoundError:
