@@ -317,6 +317,12 @@ def load(path: str | Path, overrides: list[str] = (),
         if key not in SCHEMA:
             raise _unknown(f"--set {cut(text_)}", key, value)
         flat[key], origin[key] = value, f"--set {cut(text_)}"
+    return validate(flat, origin)
+
+
+def validate(flat: dict[str, Any], origin: dict[str, str]) -> dict[str, Any]:
+    """Every key of SCHEMA in `flat` checked (and converted, as `1e-3` to a float);
+    messages name where each came from, `origin[key]`. Returns the checked dict."""
     checked = {key: _coerce(key, flat[key], origin[key]) for key in SCHEMA}
     # Built once to check what no single value shows, here rather than when training
     # starts after ingest and preprocess have run.

@@ -159,6 +159,8 @@ class Runner:
                 reasons.append(f"input {path} is missing")
             elif path.is_dir():
                 reasons.append(f"input {path} is a directory")
+            elif not path.is_file():               # a FIFO or a device: never read
+                reasons.append(f"input {path} is not a regular file")
             elif old is None or self._state(path)["hash"] != old["hash"]:
                 reasons.append(f"input {path} changed")
         for name, path in step.outs(self.params).items():
@@ -167,6 +169,8 @@ class Runner:
                 reasons.append(f"output {path} is missing")
             elif path.is_dir():
                 reasons.append(f"output {path} is a directory")
+            elif not path.is_file():               # a FIFO or a device: never read
+                reasons.append(f"output {path} is not a regular file")
             elif old is None or self._state(path)["hash"] != old["hash"]:
                 reasons.append(f"output {path} was modified")
         return Status("stale", reasons) if reasons else Status("up to date")
