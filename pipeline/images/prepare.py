@@ -23,6 +23,9 @@ NOISE_FLOOR = 0.15     # ink fainter than this, relative to the darkest stroke, 
 NOISE_SIGMAS = 4.0     # and so is ink within this many of the paper's standard deviations
 STROKE = 2.0           # MNIST's median stroke width in the 20x20 box, in pixels (ink > 0.5)
 COARSE = 64            # pixels a side of the copy the paper's brightness is estimated on
+# Far above a phone photo (48 MP), far below Pillow's own guard (179 MP): a small PNG of
+# 13000 x 13000 would otherwise take 4 GB and seconds before it is refused or read.
+MAX_PIXELS = 64_000_000
 
 
 def read_grey(path: Path) -> np.ndarray:
@@ -31,6 +34,9 @@ def read_grey(path: Path) -> np.ndarray:
     path = Path(path)
     try:
         with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:     # known from the header, not decoded
+                raise PipelineError(f"{path}: too large: expected an image of at most "
+                                    f"{MAX_PIXELS:,} pixels, found {img.width} x {img.height}")
             img = ImageOps.exif_transpose(img)          # phone photos carry their rotation
             if img.mode in ("I", "I;16", "I;16B", "I;16L"):
                 wide = np.asarray(img, dtype=np.float32)
