@@ -207,3 +207,18 @@ def test_names_from_files_are_printed_escaped(tmp_path):
     csv = write_lines(tmp_path / "train.csv", [header] + TRAIN[1:])
     assert error(csv) == (f"{csv}, line 1, column 7: expected 'pixel5', found "
                           "'pixel5\\x1b]0;title\\x07'")
+
+
+@pytest.mark.parametrize("offset", [0, 1, 1000, ingest.MAX_LINE_BYTES // 2 - 1])
+def test_the_line_check_finds_one_byte_too_many_wherever_the_line_starts(offset):
+    cap = ingest.MAX_LINE_BYTES
+    for length, refused in ((cap, False), (cap + 1, True)):
+        raw = b"a\n" + b"x" * offset + b"\n" + b"y" * length + b"\nz\n"
+        if refused:
+            with pytest.raises(PipelineError, match="^f, line 3: too long"):
+                ingest._check_line_lengths("f", raw)
+            with pytest.raises(PipelineError, match="^f, line 1: too long"):
+                ingest._check_line_lengths("f", b"y" * length)       # no line end at all
+        else:
+            ingest._check_line_lengths("f", raw)
+            ingest._check_line_lengths("f", raw.rstrip(b"\nz"))        # the last line open
