@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pipeline import artifacts, sources
 from pipeline.engine import cache
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, printable
 from pipeline.steps.graph import STAGES, STEPS, Step
 
 log = logging.getLogger(__name__)
@@ -282,6 +282,27 @@ def select(stages: list[str], start: str | None,
     return [s for s in STEPS if s.stage in stages or s.name in stages]
 
 
+def claim_outputs(folder: Path) -> None:
+    """Make sure the outputs folder is this pipeline's before anything is written in
+    it: one that does not exist yet, is empty, or already holds RECORDS/ (the mark of
+    a folder a run has written to; made here first, so a run killed at once still
+    leaves it). A folder holding anything else, such as a home folder or another
+    tool's results, is refused rather than having its submission.csv or metrics.json
+    overwritten. A folder that is not a directory is left to fail where it is used."""
+    if (folder / RECORDS).is_dir() or (folder.exists() and not folder.is_dir()):
+        return
+    if folder.is_dir():
+        # Only what a run on the sample leaves beside real outputs may already be there.
+        others = sorted(p.name for p in folder.iterdir()
+                        if not (p.name == "sample" and (p / RECORDS).is_dir()))
+        if others:
+            shown = ", ".join(printable(n) for n in others[:3]) + (", ..." if others[3:] else "")
+            raise PipelineError(f"{folder}: expected an outputs folder this pipeline made "
+                                f"(holding {RECORDS}/) or an empty one, found other files "
+                                f"({shown}): name another with --set outputs=PATH")
+    (folder / RECORDS).mkdir(parents=True, exist_ok=True)
+
+
 def run(params: dict, steps: list[Step], force: bool = False, single: bool = False,
         journal=None, retrain: bool = True) -> list[str]:
     """Bring `steps` up to date: first the steps they are made from (unless
@@ -294,6 +315,7 @@ def run(params: dict, steps: list[Step], force: bool = False, single: bool = Fal
     up to date (stale, never run, or its outputs no longer match their record).
     Returns the names of the steps that ran (or were restored from the run cache).
     """
+    claim_outputs(Path(params["outputs"]))
     runner = Runner(params, journal)
     artifacts.remove_temporaries(Path(params["outputs"]) / RECORDS)
     todo = plan(params, steps, single)

@@ -12,7 +12,7 @@ import pytest
 from helpers import ROOT, run_cli, sample_rows, tree_state, write_lines
 
 from pipeline.config import params as params_mod
-from pipeline.engine import journal
+from pipeline.engine import journal, runner
 from pipeline.errors import PipelineError
 
 TRAIN = sample_rows("train.csv.gz", 20)
@@ -102,3 +102,35 @@ def test_a_fifo_as_the_runs_log_gets_one_line(tmp_path):
                                          "a file of JSON lines, found a named pipe (FIFO)")]
     with pytest.raises(PipelineError, match="found a named pipe"):
         journal.append(out / "runs.jsonl", {"event": "train"})
+
+
+def test_a_folder_the_pipeline_did_not_make_is_refused_as_outputs(tmp_path):
+    home = tmp_path / "home"                     # another tool's results, or a home folder
+    home.mkdir()
+    (home / "submission.csv").write_text("theirs\n")
+    (home / "metrics.json").write_text("{}")
+    (home / "\x1b[2Jnote").write_text("x")
+    before = tree_state(home)
+    train = write_lines(tmp_path / "train.csv", TRAIN)
+    test = write_lines(tmp_path / "test.csv", TEST)
+    done = run_cli(*args(train, test, home), timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [(
+        f"error: {home}: expected an outputs folder this pipeline made (holding .records/) or "
+        "an empty one, found other files (\\x1b[2Jnote, metrics.json, submission.csv): name "
+        "another with --set outputs=PATH")]
+    assert tree_state(home) == before and not (home / ".records").exists()
+
+
+def test_new_empty_and_own_folders_are_claimed_first(tmp_path):
+    new, empty, mixed = tmp_path / "new" / "out", tmp_path / "empty", tmp_path / "mixed"
+    empty.mkdir()
+    (mixed / "sample" / ".records").mkdir(parents=True)      # a sample run's, beside real ones
+    for folder in (new, empty, mixed):
+        runner.claim_outputs(folder)
+        assert (folder / ".records").is_dir()    # marked before anything else is written
+    (empty / "ingest").mkdir()                    # a run killed at once is still recognised
+    runner.claim_outputs(empty)
+    (tmp_path / "other" / "sample").mkdir(parents=True)       # not a sample run's
+    with pytest.raises(PipelineError, match="found other files \\(sample\\)"):
+        runner.claim_outputs(tmp_path / "other")

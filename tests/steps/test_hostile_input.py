@@ -130,6 +130,7 @@ def test_a_bomb_through_the_command_line_is_one_line_and_leaves_outputs(tmp_path
     test = write_lines(tmp_path / "test.csv", [r.partition(",")[2] for r in TRAIN])
     out = tmp_path / "out"
     (out / "ingest").mkdir(parents=True)
+    (out / ".records").mkdir()                   # an outputs folder of an earlier run
     (out / "ingest" / "keep.txt").write_text("mine")
     before = tree_state(out)
 
