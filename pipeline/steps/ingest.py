@@ -36,6 +36,7 @@ MAX_CSV_BYTES = 512 * 2**20
 # A digits line is a few KB (785 values, even with spaces and quotes); a longer one is
 # not one, and would make NumPy's reader use many times its size.
 MAX_LINE_BYTES = 64 * 2**10
+MAX_ZIP_ENTRIES = 1000                     # Kaggle's zip holds 3 files
 READ_BYTES = 2**24                         # files are read and unpacked in slices this big
 _NON_BLANK = re.compile(rb"\S")
 _INT_TEXT = re.compile(r"\+?[0-9]+")        # what NumPy's reader takes as a non-negative int
@@ -133,6 +134,12 @@ def _gunzip(data: bytes, name: str) -> bytes:
 
 def _zip_member(path: Path, raw: bytes, member: str) -> tuple[bytes, str]:
     """The bytes of `member` in the zip archive `raw`, or of its only CSV file."""
+    # zipfile keeps an object of a few hundred bytes per entry: a 512 MB archive of
+    # empty entries would take gigabytes before one is read. Counted by their headers.
+    entries = raw.count(b"PK\x01\x02")
+    if entries > MAX_ZIP_ENTRIES:
+        raise PipelineError(f"{path}: too many files: expected a zip archive of a few files "
+                            f"(train.csv, test.csv), found about {entries:,}")
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
             names = [n for n in archive.namelist() if not n.endswith("/")]

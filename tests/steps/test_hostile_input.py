@@ -223,3 +223,12 @@ def test_the_line_check_finds_one_byte_too_many_wherever_the_line_starts(offset)
         else:
             ingest._check_line_lengths("f", raw)
             ingest._check_line_lengths("f", raw.rstrip(b"\nz"))        # the last line open
+
+
+def test_a_zip_of_very_many_entries_is_refused_before_they_are_listed(tmp_path):
+    path = tmp_path / "digit-recognizer.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for i in range(ingest.MAX_ZIP_ENTRIES + 1):
+            archive.writestr(f"{i}.txt", "")
+    assert error(path) == (f"{path}: too many files: expected a zip archive of a few files "
+                           "(train.csv, test.csv), found about 1,001")
