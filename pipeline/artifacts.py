@@ -14,6 +14,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -193,14 +194,35 @@ def file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is (from its st_mode), for messages."""
+    for test, word in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return word
+    return "a special file"
+
+
+def regular_file(path: Path, expected: str) -> os.stat_result:
+    """The stat of `path` (a symlink followed), or PipelineError when it is not a
+    regular file, saying it expected `expected` ("a CSV file"). Checked before a
+    file is opened: opening a FIFO waits for a writer, and /dev/zero never ends."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise PipelineError(f"{path}: expected {expected}, found {file_kind(st.st_mode)}")
+    return st
+
+
 def file_state(path: Path, known: dict | None = None) -> dict:
     """{"hash", "size", "mtime_ns"} of a file.
 
     `known` is an earlier state of the same path; when size and mtime still match,
     its hash is reused instead of reading the file again (as DVC and make do), which
-    is what keeps a run with nothing to do under a second.
+    is what keeps a run with nothing to do under a second. Only a regular file is
+    hashed: a FIFO or a device as a data path gets PipelineError, not a hang.
     """
-    st = os.stat(path)
+    st = regular_file(path, "a regular file")
     if known and known.get("size") == st.st_size and known.get("mtime_ns") == st.st_mtime_ns:
         return known
     return {"hash": file_hash(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}

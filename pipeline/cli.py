@@ -231,6 +231,7 @@ def dispatch(args: argparse.Namespace) -> int:
         raise PipelineError("--csv is for `python run.py runs --csv`")
     if command in COMMANDS and not COMMANDS[command].writes(args.targets[1:]):
         return COMMANDS[command].run(args, params, sample)
+    runner.claim_outputs(Path(outputs))     # ours, or refused before a file is made there
     with lock.held(outputs):                # one run at a time writes an outputs folder
         if command in COMMANDS:
             return COMMANDS[command].run(args, params, sample)

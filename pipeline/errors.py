@@ -7,3 +7,11 @@ class PipelineError(Exception):
     The message says what was expected and what was found, naming the file (and,
     for data, the row and column). `run.py` prints it without a traceback.
     """
+
+
+def printable(text: str) -> str:
+    """`text` as it may be printed: control characters (which could clear a terminal or
+    forge a line) shown as escapes such as \\x1b, the rest as it is."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import artifacts
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, printable
 from pipeline.images.prepare import SIDE, Prepared, prepare_files, sheet
 from pipeline.steps.graph import artifact
 from pipeline.training import ensemble
@@ -34,12 +34,12 @@ def run(params: dict, paths: list[str], show: bool) -> int:
           + (f", validation accuracy {100 * accuracy:.2f}%{held_out}" if accuracy else "")
           + (" without test-time augmentation; classifying with it)" if tta and accuracy
              else ")"), flush=True)
-    prepared = prepare_files([Path(p) for p in paths])
+    prepared = _prepare([Path(p) for p in paths])
     failed = False
     tops = top_classes(nets, prepared, params["predict.batch_size"], tta_shift=tta)
     for path, item, top in zip(paths, prepared, tops):
         if isinstance(top, PipelineError):
-            print(f"error: {top}", file=sys.stderr, flush=True)
+            print(f"error: {printable(str(top))}", file=sys.stderr, flush=True)
             failed = True
         else:
             print(describe(path, top, item.doubts, item.where()), flush=True)
@@ -85,7 +85,22 @@ def classify(model_path: Path, paths: list[Path], batch_size: int = 4096,
              k: int = 3) -> list[list[tuple[int, float]] | PipelineError]:
     """The `k` likeliest (class, probability) pairs for each image in `paths`, or,
     for an image that cannot be read or holds no digit, the error that says why."""
-    return top_classes(load_model(model_path), prepare_files(paths), batch_size, k)
+    return top_classes(load_model(model_path), _prepare(paths), batch_size, k)
+
+
+def _prepare(paths: list[Path]) -> list[np.ndarray | PipelineError]:
+    """`prepare_files`, but a FIFO or a device (which would hang when opened) gets its
+    error without being opened."""
+    refused: dict[int, PipelineError] = {}
+    for i, path in enumerate(paths):
+        try:
+            artifacts.regular_file(path, "an image file")
+        except PipelineError as exc:
+            refused[i] = exc
+        except OSError:
+            pass                                  # missing or unreadable: read_grey says so
+    kept = iter(prepare_files([p for i, p in enumerate(paths) if i not in refused]))
+    return [refused[i] if i in refused else next(kept) for i in range(len(paths))]
 
 
 def describe(path: Path, top: list[tuple[int, float]], doubts: list[str] = (),
@@ -95,7 +110,8 @@ def describe(path: Path, top: list[tuple[int, float]], doubts: list[str] = (),
     likeliest class has less than UNSURE, or when the preparation had doubts
     (said after it, however likely the network finds the answer); then where the
     page was found, when inside a larger picture."""
-    line = f"{path}: " + "  ".join(f"{c} ({np.floor(1000 * p) / 10:.1f}%)" for c, p in top)
+    line = f"{printable(str(path))}: " + "  ".join(
+        f"{c} ({np.floor(1000 * p) / 10:.1f}%)" for c, p in top)
     if top[0][1] < UNSURE or doubts:
         line += "  unsure" + "".join(f" ({d})" for d in doubts)
     return line + (f"  [{where}]" if where else "")

@@ -87,9 +87,15 @@ def restore(args: argparse.Namespace, params: dict, sample: bool) -> None:
         raise PipelineError(f"restore: no run {number} in {path} ({have}; `python run.py "
                             "runs` lists them)")
     run = found[number - 1]
-    wanted = {k: run.get("params", {}).get(k, params[k]) for k in params_mod.SCHEMA}
+    # The log is a file like any other: its params are checked as a params file's are.
+    logged = run.get("params") if isinstance(run.get("params"), dict) else {}
+    where = f"{path}, run {number}"
+    wanted = params_mod.validate({k: logged.get(k, params[k]) for k in params_mod.SCHEMA},
+                                 {k: f"{where}, params" for k in params_mod.SCHEMA})
     wanted["outputs"] = params["outputs"]              # where its log is: this folder
-    params_file = run.get("params_file") or args.params
+    params_file = run.get("params_file")
+    if not isinstance(params_file, str) or not params_file:
+        params_file = args.params
     again = rerun_options(args, params_file, wanted)
     retrain = f"retrain it with `{f'python run.py {again}'.strip()}`"
     train = next(s for s in graph.STEPS if s.name == "train")
@@ -99,7 +105,8 @@ def restore(args: argparse.Namespace, params: dict, sample: bool) -> None:
         raise PipelineError(f"run {number} cannot be restored: its model is no longer in the "
                             f"run cache (evicted beyond cache.max_mb, cleared or damaged); "
                             f"{retrain}")
-    journal = Journal(params_file, run.get("changed", {}))
+    changed = run.get("changed") if isinstance(run.get("changed"), dict) else {}
+    journal = Journal(params_file, changed)
     try:
         runner.run(wanted, list(graph.STEPS), journal=journal, retrain=False)
     except runner.NotCached:

@@ -18,9 +18,9 @@ from typing import Any, Callable, Literal, Union, get_args, get_origin
 
 import yaml
 
-from pipeline import sources
+from pipeline import artifacts, sources
 from pipeline.config import sections as settings
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, printable
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,50 @@ LOCAL = "params.local.yaml"    # beside the params file: one machine's settings,
 PROJECT_DEFAULTS = sources.ROOT / DEFAULTS
 
 
+# A params file is a few KB of sections two levels deep; these bound what a hostile one
+# (or a --set value) may cost before it is read, and what a message quotes of it.
+MAX_FILE_BYTES = 2**20
+MAX_DEPTH = 32
+QUOTE_CHARS = 60
+
+
+def cut(text: str, limit: int = QUOTE_CHARS) -> str:
+    """`text` as a message quotes it: at most `limit` characters, control characters
+    escaped."""
+    return printable(text if len(text) <= limit else text[:limit - 3] + "...")
+
+
+def _shown(value: Any) -> str:
+    """A value as a message quotes it: its repr, cut short."""
+    return cut(repr(value))
+
+
+def safe_yaml(text: str, where: str) -> Any:
+    """`text` read as YAML, refusing what could make reading it blow up: aliases (a
+    few hundred bytes of nested aliases expand to gigabytes), nesting deeper than
+    MAX_DEPTH (Python's recursion limit) and numbers too long to convert. The events
+    are looked at first, without building anything. YAML syntax errors propagate as
+    yaml.YAMLError; the rest raise PipelineError naming `where`."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            line = event.start_mark.line + 1
+            raise PipelineError(f"{where}, line {line}: expected plain values, found an alias "
+                                f"(*{cut(event.anchor)}): aliases are not read in params")
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise PipelineError(f"{where}, line {event.start_mark.line + 1}: expected "
+                                    f"sections a few levels deep, found more than {MAX_DEPTH}")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+    try:
+        return yaml.safe_load(text)
+    except (ValueError, OverflowError) as exc:  # e.g. an int past Python's 4300 digits
+        raise PipelineError(f"{where}: expected values of a sensible size, found one that "
+                            f"cannot be read ({cut(str(exc))})") from None
+
+
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     """{"train": {"lr": 1}} -> {"train.lr": 1}."""
     flat = {}
@@ -71,6 +115,8 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 def _did_you_mean(key: str) -> str:
     """A hint naming the known key(s) closest to a misspelt or misplaced one."""
+    if len(key) > 100:                  # no key is that long; difflib would be slow on it
+        return ""
     leaf = key.rpartition(".")[2]
     close = [k for k in SCHEMA if k.rpartition(".")[2] == leaf]   # right name, wrong section
     close = close or difflib.get_close_matches(key, SCHEMA, n=1, cutoff=0.6)
@@ -82,7 +128,7 @@ def _did_you_mean(key: str) -> str:
 def _coerce(key: str, value: Any, where: str) -> Any:
     """Return `value` as the kind SCHEMA[key] wants, or raise saying what was wrong."""
     spec = SCHEMA[key]
-    shown = f"{value!r} ({type(value).__name__})"
+    shown = f"{_shown(value)} ({type(value).__name__})"
     if value is None:
         if spec.nullable:
             return None
@@ -100,7 +146,11 @@ def _coerce(key: str, value: Any, where: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise PipelineError(f"{where}: {key} must be a number, found {shown}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:                   # an int of hundreds of digits
+            raise PipelineError(f"{where}: {key} must be a finite number, found {shown}") \
+                from None
         if not math.isfinite(value):
             raise PipelineError(f"{where}: {key} must be a finite number, found {value}")
     elif spec.kind == "bool":
@@ -111,9 +161,9 @@ def _coerce(key: str, value: Any, where: str) -> Any:
             raise PipelineError(f"{where}: {key} must be a non-empty string, found {shown}")
         if spec.kind == "choice" and value not in spec.choices:
             raise PipelineError(
-                f"{where}: {key} must be one of {', '.join(spec.choices)}, found {value!r}")
+                f"{where}: {key} must be one of {', '.join(spec.choices)}, found {_shown(value)}")
     if spec.check is not None and not spec.check(value):
-        raise PipelineError(f"{where}: {key} must be {spec.expect}, found {value!r}")
+        raise PipelineError(f"{where}: {key} must be {spec.expect}, found {_shown(value)}")
     return value
 
 
@@ -141,13 +191,16 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise PipelineError(f"--set {text}: expected KEY=VALUE, such as train.epochs=5")
+        raise PipelineError(f"--set {cut(text)}: expected KEY=VALUE, such as train.epochs=5")
+    if len(raw) > MAX_FILE_BYTES:
+        raise PipelineError(f"--set {cut(text)}: too long: expected a value of at most "
+                            f"{MAX_FILE_BYTES // 1024} KB")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_yaml(raw, f"--set {cut(text)}") if raw.strip() else None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or "unreadable"
-        raise PipelineError(f"--set {text}: expected a YAML value after '=', found "
-                            f"{raw.strip()!r} ({problem})") from None
+        raise PipelineError(f"--set {cut(text)}: expected a YAML value after '=', found "
+                            f"{_shown(raw.strip())} ({problem})") from None
     return key, value
 
 
@@ -168,7 +221,7 @@ def _key_lines(path: Path, node: yaml.Node, prefix: str = "") -> dict[str, int]:
         dotted = f"{prefix}{key_node.value}"
         line = key_node.start_mark.line + 1
         if dotted in lines:
-            raise PipelineError(f"{path}, line {line}: {dotted} is set twice "
+            raise PipelineError(f"{path}, line {line}: {cut(dotted)} is set twice "
                                 f"(first on line {lines[dotted]})")
         lines[dotted] = line
         lines.update(_key_lines(path, value_node, dotted + "."))
@@ -179,14 +232,20 @@ def _unknown(where: str, key: str, value: Any) -> PipelineError:
     if any(k.startswith(key + ".") for k in SCHEMA):
         return PipelineError(f"{where}: expected the section '{key}' to hold keys such as "
                              f"{next(k for k in SCHEMA if k.startswith(key + '.'))}, "
-                             f"found {value!r}")
-    return PipelineError(f"{where}: unknown key '{key}'{_did_you_mean(key)}")
+                             f"found {_shown(value)}")
+    return PipelineError(f"{where}: unknown key '{cut(key)}'{_did_you_mean(key)}")
 
 
 def _read(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     """The flat keys of a params file, and where each came from ("file, line N")."""
     try:
-        text = path.read_text(encoding="utf-8")
+        artifacts.regular_file(path, "a params file")
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise PipelineError(f"{path}: too large: expected a params file of at most "
+                                f"{MAX_FILE_BYTES // 1024} KB")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         where = "" if path.is_absolute() else f" in {Path.cwd()}"
         raise PipelineError(f"{path}: params file not found{where} (run from the project's "
@@ -194,7 +253,7 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise PipelineError(f"{path}: cannot read the params file ({exc})") from None
     try:
-        tree = yaml.safe_load(text)
+        tree = safe_yaml(text, str(path))
         lines = _key_lines(path, yaml.compose(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise _yaml_error(path, exc) from None
@@ -256,8 +315,14 @@ def load(path: str | Path, overrides: list[str] = (),
     for text_ in overrides:
         key, value = parse_override(text_)
         if key not in SCHEMA:
-            raise _unknown(f"--set {text_}", key, value)
-        flat[key], origin[key] = value, f"--set {text_}"
+            raise _unknown(f"--set {cut(text_)}", key, value)
+        flat[key], origin[key] = value, f"--set {cut(text_)}"
+    return validate(flat, origin)
+
+
+def validate(flat: dict[str, Any], origin: dict[str, str]) -> dict[str, Any]:
+    """Every key of SCHEMA in `flat` checked (and converted, as `1e-3` to a float);
+    messages name where each came from, `origin[key]`. Returns the checked dict."""
     checked = {key: _coerce(key, flat[key], origin[key]) for key in SCHEMA}
     # Built once to check what no single value shows, here rather than when training
     # starts after ingest and preprocess have run.

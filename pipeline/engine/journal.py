@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pipeline import artifacts
 from pipeline.engine import cache
+from pipeline.errors import PipelineError
 from pipeline.report.runs_table import EVENTS, log_path
 
 
@@ -22,8 +24,21 @@ def append(path: Path, entry: dict) -> None:
     """Add `entry` to the log as one line, in one write."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = (json.dumps(entry, sort_keys=True) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
     try:
+        # O_NOFOLLOW: a runs.jsonl that is a symlink (planted to make the log append to
+        # another file, such as ~/.bashrc) is refused, not written through.
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK,
+                     0o666)
+    except OSError:
+        if path.is_symlink():
+            raise PipelineError(f"{path}: expected the runs log as a file, found a symlink "
+                                "(not written through: remove it)") from None
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise PipelineError(f"{path}: expected the runs log as a file, found "
+                                f"{artifacts.file_kind(mode)}")
         end = os.fstat(fd).st_size
         if end and os.pread(fd, 1, end - 1) != b"\n":      # a torn last line: start anew
             data = b"\n" + data

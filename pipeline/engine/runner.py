@@ -20,6 +20,7 @@ from the run cache instead of run (not when forced); a journal
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
@@ -28,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import artifacts, sources
-from pipeline.engine import cache
-from pipeline.errors import PipelineError
+from pipeline.engine import cache, lock
+from pipeline.errors import PipelineError, printable
 from pipeline.steps.graph import STAGES, STEPS, Step
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,8 @@ class Runner:
                 reasons.append(f"input {path} is missing")
             elif path.is_dir():
                 reasons.append(f"input {path} is a directory")
+            elif not path.is_file():               # a FIFO or a device: never read
+                reasons.append(f"input {path} is not a regular file")
             elif old is None or self._state(path)["hash"] != old["hash"]:
                 reasons.append(f"input {path} changed")
         for name, path in step.outs(self.params).items():
@@ -189,6 +192,8 @@ class Runner:
                 reasons.append(f"output {path} is missing")
             elif path.is_dir():
                 reasons.append(f"output {path} is a directory")
+            elif not path.is_file():               # a FIFO or a device: never read
+                reasons.append(f"output {path} is not a regular file")
             elif old is None or self._state(path)["hash"] != old["hash"]:
                 reasons.append(f"output {path} was modified")
         return Status("stale", reasons) if reasons else Status("up to date")
@@ -309,6 +314,42 @@ def select(stages: list[str], start: str | None,
     return [s for s in STEPS if s.stage in stages or s.name in stages]
 
 
+def _ours(path: Path) -> bool:
+    """Whether `path`, at the top of an outputs folder without RECORDS/, is the
+    pipeline's own: the lock a run takes, the run cache, a run on the sample's
+    outputs, the runs log, or the headline metrics.json that git keeps for DVC (a fresh
+    clone has it alone)."""
+    if path.name in (lock.NAME, cache.FOLDER, ".gitkeep"):
+        return True
+    if path.name == "sample":
+        return (path / RECORDS).is_dir()
+    if path.name in ("metrics.json", "runs.jsonl") and path.is_file() and not path.is_symlink():
+        with contextlib.suppress(OSError, ValueError, UnicodeDecodeError):
+            with open(path, "rb") as f:
+                first = json.loads(f.readline(1 << 20))     # the runs log: its first line
+            return isinstance(first, dict) and ("val_accuracy" in first or "event" in first)
+    return False
+
+
+def claim_outputs(folder: Path) -> None:
+    """Make sure the outputs folder is this pipeline's before anything is written in
+    it: one that does not exist yet, is empty, or already holds RECORDS/ (the mark of
+    a folder a run has written to; made here first, so a run killed at once still
+    leaves it). A folder holding anything else, such as a home folder or another
+    tool's results, is refused rather than having its submission.csv or metrics.json
+    overwritten. A folder that is not a directory is left to fail where it is used."""
+    if (folder / RECORDS).is_dir() or (folder.exists() and not folder.is_dir()):
+        return
+    if folder.is_dir():
+        others = sorted(p.name for p in folder.iterdir() if not _ours(p))
+        if others:
+            shown = ", ".join(printable(n) for n in others[:3]) + (", ..." if others[3:] else "")
+            raise PipelineError(f"{folder}: expected an outputs folder this pipeline made "
+                                f"(holding {RECORDS}/) or an empty one, found other files "
+                                f"({shown}): name another with --set outputs=PATH")
+    (folder / RECORDS).mkdir(parents=True, exist_ok=True)
+
+
 def run(params: dict, steps: list[Step], force: bool = False, single: bool = False,
         journal=None, retrain: bool = True) -> list[str]:
     """Bring `steps` up to date: first the steps they are made from (unless
@@ -321,6 +362,7 @@ def run(params: dict, steps: list[Step], force: bool = False, single: bool = Fal
     up to date (stale, never run, or its outputs no longer match their record).
     Returns the names of the steps that ran (or were restored from the run cache).
     """
+    claim_outputs(Path(params["outputs"]))
     runner = Runner(params, journal)
     artifacts.remove_temporaries(Path(params["outputs"]) / RECORDS)
     todo = plan(params, steps, single)

@@ -39,6 +39,9 @@ SPECK = 0.2            # ink apart from the digit, smaller than this share of it
 NO_DIGIT = 1 / 20      # ink less wide and tall than this share of the page is no digit
 SMALL = 1 / 8          # and less than this share is a doubtful one
 SHOWN = 256            # pixels a side, at most, of the page kept to be shown
+# Far above a phone photo (48 MP), far below Pillow's own guard (179 MP): a small PNG of
+# 13000 x 13000 would otherwise take 4 GB and seconds before it is refused or read.
+MAX_PIXELS = 64_000_000
 
 
 def read_grey(path: Path) -> np.ndarray:
@@ -49,6 +52,9 @@ def read_grey(path: Path) -> np.ndarray:
     path = Path(path)
     try:
         with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:     # known from the header, not decoded
+                raise PipelineError(f"{path}: too large: expected an image of at most "
+                                    f"{MAX_PIXELS:,} pixels, found {img.width} x {img.height}")
             img = ImageOps.exif_transpose(img)          # phone photos carry their rotation
             if img.mode in ("I", "I;16", "I;16B", "I;16L"):
                 wide = np.asarray(img, dtype=np.float32)

@@ -19,6 +19,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pipeline import artifacts
+
 log = logging.getLogger(__name__)
 
 LOG = "runs.jsonl"
@@ -37,6 +39,7 @@ def read(path: Path) -> list[dict]:
     """The log's lines, in order; one that is not a whole record (a run killed while
     writing it) is skipped with a warning."""
     try:
+        artifacts.regular_file(path, "the runs log, a file of JSON lines")
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return []

@@ -13,7 +13,6 @@ then described field by field.
 """
 from __future__ import annotations
 
-import gzip
 import io
 import logging
 import re
@@ -24,13 +23,21 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import artifacts, progress
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, printable
 
 log = logging.getLogger(__name__)
 
 N_PIXELS = 784
 INDEX_NAMES = ("", "Unnamed: 0")          # what pandas' to_csv writes, and reads back
 BLOCK_LINES = 256                          # lines per block when looking for a bad line
+# What a data file may hold once unzipped or gunzipped, so that a small hostile archive
+# cannot expand to gigabytes in memory. Kaggle's train.csv is about 75 MB.
+MAX_CSV_BYTES = 512 * 2**20
+# A digits line is a few KB (785 values, even with spaces and quotes); a longer one is
+# not one, and would make NumPy's reader use many times its size.
+MAX_LINE_BYTES = 64 * 2**10
+MAX_ZIP_ENTRIES = 1000                     # Kaggle's zip holds 3 files
+READ_BYTES = 2**24                         # files are read and unpacked in slices this big
 _NON_BLANK = re.compile(rb"\S")
 _INT_TEXT = re.compile(r"\+?[0-9]+")        # what NumPy's reader takes as a non-negative int
 _SIGNED_INT_TEXT = re.compile(r"[+-]?[0-9]+")
@@ -61,34 +68,78 @@ def resolve_data(train: str, test: str, sample: str | None) -> tuple[Path, Path,
     return folder / "train.csv.gz", folder / "test.csv.gz", True
 
 
+def _too_large(name: str) -> PipelineError:
+    return PipelineError(f"{name}: too large: expected a digits CSV of at most "
+                         f"{MAX_CSV_BYTES // 2**20} MB once unpacked (MAX_CSV_BYTES in "
+                         f"pipeline/steps/ingest.py), found more")
+
+
 def _read_bytes(path: Path, member: str) -> tuple[bytes, str]:
     """The file's text as bytes, and how messages name it: gunzipped when it starts
     with gzip's magic number; from a zip archive, its file named `member` (train.csv
-    or test.csv), or its only CSV file."""
+    or test.csv), or its only CSV file. At most MAX_CSV_BYTES, whatever it declares."""
     try:
-        raw = path.read_bytes()
+        artifacts.regular_file(path, "a CSV file")
+        with open(path, "rb") as f:
+            raw = _read_capped(f, str(path))
     except FileNotFoundError:
         raise PipelineError(f"{path}: file not found (expected a CSV file there)") from None
-    except IsADirectoryError:
-        raise PipelineError(f"{path}: expected a CSV file, found a directory") from None
     except OSError as exc:
         raise PipelineError(f"{path}: cannot read ({exc.strerror})") from None
     if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise PipelineError(f"{path}: expected a gzip file, found a damaged one ({exc})") \
-                from None
+        raw = _gunzip(raw, str(path))
     elif raw[:4] == b"PK\x03\x04":
         raw, member = _zip_member(path, raw, member)
-        path = f"{path} ({member})"
+        path = f"{path} ({printable(member)})"
     if raw.startswith(b"\xef\xbb\xbf"):          # UTF-8 byte order mark, as Excel writes
         raw = raw[3:]
     return raw, str(path)
 
 
+def _read_capped(f, name: str) -> bytes:
+    """All of the file object `f`, read in slices: at most MAX_CSV_BYTES, or an error."""
+    chunks, size = [], 0
+    while chunk := f.read(READ_BYTES):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_CSV_BYTES:
+            raise _too_large(name)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _gunzip(data: bytes, name: str) -> bytes:
+    """The gzip file `data` unpacked (every member, as gzip does), stopping with an
+    error once past MAX_CSV_BYTES instead of unpacking the rest."""
+    chunks, size = [], 0
+    while data:
+        unpack = zlib.decompressobj(wbits=31)
+        try:
+            # One call, as gzip.decompress makes, but told where to stop.
+            chunk = unpack.decompress(data, MAX_CSV_BYTES + 1 - size)
+        except zlib.error as exc:
+            raise PipelineError(f"{name}: expected a gzip file, found a damaged one ({exc})") \
+                from None
+        size += len(chunk)
+        if size > MAX_CSV_BYTES:
+            raise _too_large(name)
+        if not unpack.eof:
+            raise PipelineError(f"{name}: expected a gzip file, found a damaged one (it ends "
+                                "before its last block: truncated?)")
+        chunks.append(chunk)
+        data = unpack.unused_data.lstrip(b"\0")       # padding after a member is allowed
+        if data[:2] != b"\x1f\x8b":
+            break                                      # trailing bytes, as gzip ignores
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def _zip_member(path: Path, raw: bytes, member: str) -> tuple[bytes, str]:
     """The bytes of `member` in the zip archive `raw`, or of its only CSV file."""
+    # zipfile keeps an object of a few hundred bytes per entry: a 512 MB archive of
+    # empty entries would take gigabytes before one is read. Counted by their headers.
+    entries = raw.count(b"PK\x01\x02")
+    if entries > MAX_ZIP_ENTRIES:
+        raise PipelineError(f"{path}: too many files: expected a zip archive of a few files "
+                            f"(train.csv, test.csv), found about {entries:,}")
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
             names = [n for n in archive.namelist() if not n.endswith("/")]
@@ -96,20 +147,56 @@ def _zip_member(path: Path, raw: bytes, member: str) -> tuple[bytes, str]:
             chosen = next((n for n in names if Path(n).name in (member, member + ".gz")),
                           csvs[0] if len(csvs) == 1 else None)
             if chosen is None:
+                found = ", ".join(printable(n) for n in names[:6]) or "no files"
                 raise PipelineError(f"{path}: expected a zip archive holding {member}, found "
-                                    f"{', '.join(names[:6]) or 'no files'}")
-            data = archive.read(chosen)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-        raise PipelineError(f"{path}: expected a zip archive, found a damaged one ({exc})") \
+                                    f"{found}")
+            info = archive.getinfo(chosen)
+            name = f"{path} ({printable(chosen)})"
+            if info.flag_bits & 0x1:
+                raise PipelineError(f"{name}: expected an unencrypted zip member, found an "
+                                    "encrypted one (unzip it first)")
+            if info.file_size > MAX_CSV_BYTES:         # as declared; the read is capped too
+                raise _too_large(name)
+            # Reads stop at the declared size (then the CRC check fails), and at the cap.
+            with archive.open(info) as f:
+                data = _read_capped(f, name)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise PipelineError(f"{path}: expected a zip archive, found a damaged one "
+                            f"({printable(str(exc))})") from None
+    except NotImplementedError as exc:                 # a compression method zipfile lacks
+        raise PipelineError(f"{path}: expected a zip archive compressed as deflate, bzip2 or "
+                            f"lzma, found another method ({printable(str(exc))})") from None
+    except RuntimeError as exc:                        # encryption zipfile cannot tell early
+        raise PipelineError(f"{path}: cannot read the zip archive ({printable(str(exc))})") \
             from None
     if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+        data = _gunzip(data, name)
     return data, chosen
 
 
+def _check_line_lengths(name: str, raw: bytes) -> None:
+    """Refuse a line longer than MAX_LINE_BYTES before NumPy's reader sees it. Such a
+    line covers a whole slice of MAX_LINE_BYTES / 2 aligned bytes, so only slices
+    without a line end are looked at closely: a few ms on a good file."""
+    half = MAX_LINE_BYTES // 2
+    for start in range(0, len(raw), half):
+        if raw.find(b"\n", start, start + half) >= 0:
+            continue
+        # The line through this slice: its ends are at most a long line's length away,
+        # or, when that line is too long, found once before stopping.
+        begin = raw.rfind(b"\n", 0, start) + 1
+        end = raw.find(b"\n", start)
+        if (len(raw) if end < 0 else end) - begin > MAX_LINE_BYTES:
+            lineno = raw.count(b"\n", 0, begin) + 1
+            raise PipelineError(f"{name}, line {lineno}: too long: expected a line of at most "
+                                f"{MAX_LINE_BYTES // 2**10} KB (a digits CSV line is a few "
+                                "KB), found more")
+
+
 def _short(name: str, limit: int = 40) -> str:
-    """A header name as shown in a message: cut to `limit` characters."""
-    return name if len(name) <= limit else name[:limit - 3] + "..."
+    """A header name as shown in a message: cut to `limit` characters, control
+    characters escaped."""
+    return printable(name if len(name) <= limit else name[:limit - 3] + "...")
 
 
 def _check_header(path: Path, names: list[str], labelled: bool) -> tuple[bool, bool]:
@@ -220,7 +307,8 @@ def _describe_line(path: Path, lineno: int, line: bytes, header: bytes, names: l
         bounds = specs[col]
         if bounds is None and _SIGNED_INT_TEXT.fullmatch(text):
             continue
-        if bounds and _INT_TEXT.fullmatch(text) and bounds[0] <= int(text) <= bounds[1]:
+        if bounds and len(text) < 20 and _INT_TEXT.fullmatch(text) and \
+                bounds[0] <= int(text) <= bounds[1]:
             continue
         expected = "an integer" if bounds is None else f"an integer {bounds[0]}-{bounds[1]}"
         return (f"{path}, line {lineno}, column {col + 1} ('{names[col]}'): "
@@ -263,11 +351,12 @@ def parse_digits(path: Path, raw: bytes, labelled: bool) -> tuple[np.ndarray, np
                             "pipeline needs NumPy 2.3 or newer (pip install -r requirements.txt)")
     if not _NON_BLANK.search(raw):
         raise PipelineError(f"{path}: expected a header row and data rows, found an empty file")
-    end = raw.find(b"\n")
-    header = (raw if end < 0 else raw[:end]).rstrip(b"\r")
-    if b"\r" in header:
+    if b"\r" in raw[:MAX_LINE_BYTES + 2].split(b"\n", 1)[0].rstrip(b"\r"):
         raise PipelineError(f"{path}, line 1: expected lines ending in \\n or \\r\\n, found "
                             "lines ending in a bare \\r (old Mac line ends)")
+    _check_line_lengths(path, raw)
+    end = raw.find(b"\n")
+    header = (raw if end < 0 else raw[:end]).rstrip(b"\r")
     try:
         names = [n.strip().strip('"') for n in header.decode("utf-8").split(",")]
     except UnicodeDecodeError:

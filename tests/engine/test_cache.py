@@ -10,6 +10,7 @@ from pipeline import artifacts
 from pipeline.commands import runs
 from pipeline.engine import cache, runner
 from pipeline.engine.journal import Journal
+from pipeline.errors import PipelineError
 from pipeline.steps.graph import STEPS
 
 UNTIL_SUBMIT = [s for s in STEPS if s.stage != "report"]
@@ -119,6 +120,12 @@ def test_a_run_in_a_home_folder_with_a_cache_deletes_nothing_of_it(tmp_path, tin
     files = foreign(home / ".cache")
     params = make_params(tmp_path, *tiny_csvs, "train.hidden=8", "train.epochs=1",
                          f"outputs={home}", "cache.max_mb=0.000001")
+    # A folder holding other files is refused as outputs before anything is written...
+    with pytest.raises(PipelineError, match="expected an outputs folder this pipeline made"):
+        runner.run(params, UNTIL_SUBMIT, journal=Journal("params.yaml", {}))
+    assert still_there(home / ".cache", files)
+    # ...and even one marked as the pipeline's (say, by hand) keeps its other caches.
+    (home / runner.RECORDS).mkdir()
     runner.run(params, UNTIL_SUBMIT, journal=Journal("params.yaml", {}))
     params["train.epochs"] = 2
     runner.run(params, UNTIL_SUBMIT, journal=Journal("params.yaml", {}))
