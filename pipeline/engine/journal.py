@@ -1,5 +1,5 @@
 """Writing the runs log (pipeline/report/runs_table.py reads it back): one line for
-each train, predict and submit step the runner finishes.
+each train, predict and submit step the runner finishes, and for each upload and note.
 
 The log is only appended to, one `os.write` of a whole line on a file opened with
 O_APPEND: a killed run leaves whole lines, at most a torn last one, which is skipped
@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pipeline import artifacts
 from pipeline.engine import cache
+from pipeline.errors import PipelineError
 from pipeline.report.runs_table import EVENTS, log_path
 
 
@@ -35,11 +37,18 @@ def append(path: Path, entry: dict) -> None:
 
 class Journal:
     """Writes the runs log as the runner finishes steps, for one command line: the
-    params file it named and what its params.local.yaml and --set changed."""
+    params file it named and what its params.local.yaml and --set changed.
+
+    A command line that changes any output is one run: the first line it writes
+    (train's, or predict's when the model was already in place) opens the run with
+    every param and the model's figures; its later lines name the run by `command`,
+    an id of this command line, so that they are never credited to another run."""
 
     def __init__(self, params_file: str, changed: dict[str, Any]):
         self.params_file = params_file
         self.changed = changed
+        self.command = uuid.uuid4().hex[:16]
+        self.opened = False
 
     def step_done(self, params: dict, step: str, record: dict, records: dict,
                   restored: bool) -> None:
@@ -47,22 +56,55 @@ class Journal:
         if step not in EVENTS:
             return
         model = ((records.get("train") or {}).get("outs", {}).get("model") or {}).get("hash")
-        entry: dict[str, Any] = {"event": step, "model": model,
-                                 "time": datetime.now().astimezone().isoformat("T", "seconds")}
+        entry: dict[str, Any] = {"event": step, "model": model, "command": self.command,
+                                 "time": now()}
         outs = record["outs"]
-        if step == "train":
-            scores = artifacts.load_json(Path(outs["metrics"]["path"]))
-            timing = artifacts.load_json(Path(outs["timing"]["path"]))
+        if not self.opened and records.get("train"):
             entry.update(params_file=self.params_file, changed=self.changed, params=params,
-                         key=cache.key(record), restored=restored,
-                         val_accuracy=scores.get("val_accuracy"),
-                         val_held_out=scores.get("val_held_out", True),
-                         members=scores.get("members"), epochs=scores.get("epochs"),
-                         train_seconds=timing.get("train_seconds"))
-        elif step == "predict":
+                         restored=step == "train" and restored,
+                         **model_fields(records["train"]))
+            self.opened = True
+        if step == "predict":
             scores = artifacts.load_json(Path(outs["metrics"]["path"]))
+            # What the submission was made with (test-time augmentation included).
             entry.update(val_accuracy=scores.get("val_accuracy"),
                          val_accuracy_ci95=scores.get("val_accuracy_ci95"))
-        else:
+        elif step == "submit":
             entry["submission"] = outs["submission"]["hash"]
         append(log_path(params["outputs"]), entry)
+
+
+def now() -> str:
+    """The local time with its UTC offset, to the second."""
+    return datetime.now().astimezone().isoformat("T", "seconds")
+
+
+def model_fields(train_record: dict) -> dict[str, Any]:
+    """What a run's line says of its model, from train's record and files: its cache
+    key, validation figures, members, epochs, train seconds and cross-validation."""
+    outs = train_record["outs"]
+    scores = artifacts.load_json(Path(outs["metrics"]["path"]))
+    try:
+        timing = artifacts.load_json(Path(outs["timing"]["path"]))
+    except PipelineError:
+        timing = {}
+    fields = {"key": cache.key(train_record), "val_accuracy": scores.get("val_accuracy"),
+              "val_held_out": scores.get("val_held_out", True),
+              "members": scores.get("members"), "epochs": scores.get("epochs"),
+              "train_seconds": timing.get("train_seconds")}
+    cv = scores.get("cv")
+    if isinstance(cv, dict):
+        fields["cv"] = {k: cv.get(k) for k in ("folds", "mean", "std", "accuracy", "networks")
+                        if k in cv}
+    return fields
+
+
+def log_upload(outputs: str | Path, message: str, submission: str, run: int) -> None:
+    """Log an upload to Kaggle of the submission with hash `submission`, made by `run`."""
+    append(log_path(outputs), {"event": "upload", "time": now(), "message": message,
+                               "submission": submission, "run": run})
+
+
+def log_note(outputs: str | Path, run: int, text: str) -> None:
+    """Log a note on `run` (a leaderboard score, a thought)."""
+    append(log_path(outputs), {"event": "note", "time": now(), "run": run, "text": text})

@@ -2,13 +2,14 @@
 runs table and DVC's `dvc exp show`, without a server). The report shows it, and so
 does `python run.py runs`; pipeline/engine/journal.py writes the log.
 
-<outputs>/runs.jsonl gets one JSON line each time train finishes, trained or restored
-from the run cache: a run. Its line holds the time, the params file, the params this
-command line changed in it (params.local.yaml and --set), every param, the validation
-accuracy, members, epochs, train seconds, and the key of its cache entry. Later lines
-from predict and submit add the accuracy's 95% interval and the submission's hash to
-the latest run with the same model. A torn last line (a run killed while writing it)
-is skipped with a warning.
+<outputs>/runs.jsonl gets a line each time train, predict or submit finishes. Each
+command line that changes an output is a run: its first line holds the time, the params
+file, the params this command line changed in it (params.local.yaml and --set), every
+param, the model's figures (validation accuracy, members, epochs, train seconds,
+cross-validation) and the key of its cache entry; its later lines, naming the same
+command line, add predict's figure and interval and the submission's hash. Uploads and
+notes have lines of their own. A torn last line (a run killed while writing it) is
+skipped with a warning.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 LOG = "runs.jsonl"
 EVENTS = ("train", "predict", "submit")          # the steps that write a line
+KINDS = EVENTS + ("upload", "note")              # every kind of line
 # Columns shown whatever their values; the others are left out when the same in every run.
 ALWAYS = ("run", "time", "val_accuracy", "ci95_low", "ci95_high", "best", "train_seconds",
           "submission")
@@ -48,7 +50,7 @@ def read(path: Path) -> list[dict]:
             entry = json.loads(line)
         except ValueError:
             entry = None
-        if not isinstance(entry, dict) or entry.get("event") not in EVENTS:
+        if not isinstance(entry, dict) or entry.get("event") not in KINDS:
             log.warning("%s, line %d: not a whole record (a run killed while writing it?): "
                         "skipped", path, number)
             continue
@@ -57,17 +59,34 @@ def read(path: Path) -> list[dict]:
 
 
 def runs(entries: list[dict]) -> list[dict]:
-    """One dict per train line, numbered from 1 as "run", with what the predict and
-    submit lines after it added (the latest run with the same model gets them)."""
+    """One dict per run, numbered from 1 as "run": a line holding `params` opens a run
+    (train's, or predict's when the model was in place); the predict and submit lines
+    of the same command line add to it. Uploads go to the latest run with the
+    submission they sent, notes to the run they name. (Logs written before lines named
+    their command line: the latest run with the same model gets a predict or submit.)"""
     found: list[dict] = []
     for entry in entries:
-        if entry["event"] == "train":
+        event = entry["event"]
+        if event in ("train", "predict", "submit") and isinstance(entry.get("params"), dict):
             found.append({**entry, "run": len(found) + 1})
-            continue
-        same = [r for r in found if r.get("model") == entry.get("model")]
-        if same:
-            added = {k: v for k, v in entry.items() if k not in ("event", "time", "model")}
-            same[-1].update(added)
+        elif event in ("predict", "submit"):
+            if entry.get("command"):
+                same = [r for r in found if r.get("command") == entry["command"]]
+            else:
+                same = [r for r in found if r.get("model") == entry.get("model")]
+            if same:
+                added = {k: v for k, v in entry.items()
+                         if k not in ("event", "time", "model", "command")}
+                same[-1].update(added)
+        elif event == "upload":
+            same = [r for r in found if r.get("submission") == entry.get("submission")]
+            if same:
+                same[-1].setdefault("uploads", []).append(
+                    {k: entry.get(k) for k in ("time", "message", "submission")})
+        elif event == "note":
+            number = entry.get("run")
+            if isinstance(number, int) and 1 <= number <= len(found):
+                found[number - 1].setdefault("notes", []).append(entry.get("text", ""))
     return found
 
 
@@ -75,14 +94,44 @@ def _same(values: list) -> bool:
     return len({json.dumps(v, sort_keys=True) for v in values}) <= 1
 
 
+def figure(value: float | None) -> float | None:
+    """An accuracy as compared: train logs the full float, predict one rounded to 6
+    digits, so both are compared at 6 digits."""
+    return None if value is None else round(float(value), 6)
+
+
+def _cv_text(r: dict) -> str | None:
+    """A run's cross-validated figure, saying when it scored one network of a recipe
+    of several (an ensemble, or a distilled student's teachers)."""
+    cv = r.get("cv")
+    if not isinstance(cv, dict) or cv.get("mean") is None:
+        return None
+    text = f"{100 * cv['mean']:.2f}% +-{100 * (cv.get('std') or 0):.2f}"
+    params = r.get("params", {})
+    if cv.get("networks", 1) == 1 and (params.get("train.members", 1) > 1
+                                       or params.get("train.distill_temperature", 0)):
+        text += " (1 network)"
+    return text
+
+
+def _uploaded(r: dict) -> str | None:
+    """The latest upload of a run's submission: its time and message."""
+    if not r.get("uploads"):
+        return None
+    last = r["uploads"][-1]
+    count = f" (x{len(r['uploads'])})" if len(r["uploads"]) > 1 else ""
+    return f"{(last.get('time') or '')[5:16].replace('T', ' ')} {last.get('message')}{count}"
+
+
 def rows(found: list[dict]) -> list[dict[str, Any]]:
     """One row per run, newest last, with the columns: run, time, params_file, the
     params, val_accuracy, ci95_low, ci95_high, val_held_out, best (the best held-out
-    accuracy, ties all marked), train_seconds, members, epochs, restored, submission.
-    Columns other than ALWAYS are left out when they hold the same value in every run;
-    values are as logged (accuracy a fraction, the submission's full hash)."""
+    accuracy, ties all marked), cv, train_seconds, members, epochs, restored,
+    submission, uploaded, note. Columns other than ALWAYS are left out when they hold
+    the same value in every run; values are as logged (accuracy a fraction, the
+    submission's full hash)."""
     keys = list(dict.fromkeys(k for r in found for k in r.get("params", {})))
-    held_out = [r["val_accuracy"] for r in found
+    held_out = [figure(r["val_accuracy"]) for r in found
                 if r.get("val_held_out", True) and r.get("val_accuracy") is not None]
     best = max(held_out, default=None)
     rows = []
@@ -93,11 +142,13 @@ def rows(found: list[dict]) -> list[dict[str, Any]]:
             **{k: r.get("params", {}).get(k) for k in keys},
             "val_accuracy": r.get("val_accuracy"), "ci95_low": ci.get("low"),
             "ci95_high": ci.get("high"), "val_held_out": r.get("val_held_out", True),
-            "best": best is not None and r.get("val_held_out", True)
-            and r.get("val_accuracy") == best,
+            "best": best is not None and bool(r.get("val_held_out", True))
+            and figure(r.get("val_accuracy")) == best,
+            "cv": _cv_text(r),
             "train_seconds": r.get("train_seconds"), "members": r.get("members"),
             "epochs": r.get("epochs"), "restored": bool(r.get("restored")),
-            "submission": r.get("submission"),
+            "submission": r.get("submission"), "uploaded": _uploaded(r),
+            "note": "; ".join(r.get("notes", [])) or None,
         })
     shown = [c for c in (rows[0] if rows else ())
              if c in ALWAYS or not _same([row[c] for row in rows])]

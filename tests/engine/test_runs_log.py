@@ -61,8 +61,12 @@ def test_the_log_holds_one_record_per_train_run(pipeline, tiny_csvs):
     pipeline("train.epochs=1")
     pipeline("train.epochs=2")
     runs = logged(pipeline.outputs)
-    assert [r["run"] for r in runs] == [1, 2] and len(pipeline.trained) == 2
-    assert [r["params"]["train.epochs"] for r in runs] == [1, 2]
+    # The new test.csv changed the submission: a run of its own, with the same model.
+    assert [r["run"] for r in runs] == [1, 2, 3] and len(pipeline.trained) == 2
+    assert [r["params"]["train.epochs"] for r in runs] == [1, 1, 2]
+    assert runs[1]["model"] == runs[0]["model"] and runs[1]["key"] == runs[0]["key"]
+    assert runs[1]["submission"] != runs[0]["submission"]
+    runs = [runs[0], runs[2]]
     first = runs[0]
     assert first["params_file"] == "params.yaml" and first["restored"] is False
     assert first["members"] == 1 and first["epochs"] == 1 and first["train_seconds"] > 0
@@ -367,3 +371,37 @@ def test_a_file_of_changes_is_logged_by_name_with_what_the_command_line_changed(
     assert back.stdout.splitlines()[-1].endswith(
         f"--params {mine} --set data.train={tiny_csvs[0]} --set data.test={tiny_csvs[1]} "
         f"--set outputs={out} --set train.hidden=8 --set train.epochs=1`")
+
+
+# --- credit: each command line that changes an output is one run ---
+
+def test_a_predict_change_is_a_run_of_its_own(pipeline):
+    pipeline("train.epochs=1")
+    first = logged(pipeline.outputs)[0]
+    assert pipeline("train.epochs=1", "predict.tta_shift=1") == ["predict", "submit"]
+    runs = logged(pipeline.outputs)
+    assert len(runs) == 2 and len(pipeline.trained) == 1
+    plain, shifted = runs
+    # The earlier run keeps its own figure and submission.
+    assert plain["val_accuracy"] == first["val_accuracy"]
+    assert plain["submission"] == first["submission"]
+    assert shifted["params"]["predict.tta_shift"] == 1 and shifted["model"] == plain["model"]
+    assert shifted["submission"] == artifacts.file_hash(pipeline.outputs / "submission.csv")
+    assert shifted["key"] == plain["key"] and shifted["restored"] is False
+    rows = runs_table.rows(runs)
+    assert [r["predict.tta_shift"] for r in rows] == [0.0, 1]
+    # Going back is one more run, credited to itself.
+    assert pipeline("train.epochs=1") == ["predict", "submit"]
+    runs = logged(pipeline.outputs)
+    assert len(runs) == 3 and runs[2]["submission"] == first["submission"]
+    assert runs[1]["submission"] != runs[2]["submission"] or \
+        runs[1]["val_accuracy_ci95"] is not None
+
+
+def test_ties_share_the_star_whether_the_figure_was_rounded_or_not():
+    # train logs the full float; predict overwrites it with one rounded to 6 digits.
+    found = [{"run": 1, "params": {}, "val_accuracy": 0.9830952380952381},
+             {"run": 2, "params": {}, "val_accuracy": 0.983095, "submission": "ab"},
+             {"run": 3, "params": {}, "val_accuracy": 0.983095, "submission": "cd"},
+             {"run": 4, "params": {}, "val_accuracy": 0.98}]
+    assert [r["best"] for r in runs_table.rows(found)] == [True, True, True, False]
