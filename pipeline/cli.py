@@ -184,6 +184,9 @@ def run_stages(args: argparse.Namespace, params: dict, journal: Journal,
     on the sample writes below it)."""
     if args.start and args.targets:
         raise PipelineError(f"give stage names or --from {args.start}, not both")
+    if (args.kaggle is not None and args.targets == ["submit"] and not args.force
+            and runs.upload_last_run(args, params, sample)):
+        return 0
     steps = runner.select(args.targets, args.start, USAGES)
     planned = runner.plan(params, steps, args.single)
     ingesting = any(s.stage == "ingest" for s in planned)

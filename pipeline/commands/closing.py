@@ -8,8 +8,9 @@ from pathlib import Path
 from pipeline import artifacts
 from pipeline.commands import kaggle
 from pipeline.config.params import DEFAULTS
-from pipeline.engine import runner
+from pipeline.engine import journal, runner
 from pipeline.errors import PipelineError
+from pipeline.report import runs_table
 from pipeline.steps import graph
 from pipeline.steps.predict import NOT_HELD_OUT
 
@@ -72,13 +73,50 @@ def summarize(params: dict, sample: bool, again: str = "") -> None:
 def upload_if_current(params: dict, message: str, sample: bool) -> None:
     """Upload submission.csv, unless it was made from the bundled sample or a step
     it is made from is out of date."""
-    if sample:
-        raise PipelineError("not uploading: this submission was made from the bundled sample, "
-                            "a demo; Kaggle scores only its own test.csv (README.md, Getting "
-                            "the data)")
+    refuse_sample(sample)
     late = [f"{name} ({st.describe()})" for name, st in runner.status(params)
             if name != "report" and st.state == "stale"]
     if late:
         raise PipelineError(f"not uploading: the submission is not up to date with the params "
                             f"and data: {'; '.join(late)}. Run `python run.py` first")
-    kaggle.upload(graph.submission_path(params), message)
+    upload(params, message)
+
+
+def refuse_sample(sample: bool) -> None:
+    """Refuse to upload a submission made from the bundled sample."""
+    if sample:
+        raise PipelineError("not uploading: this submission was made from the bundled sample, "
+                            "a demo; Kaggle scores only its own test.csv (README.md, Getting "
+                            "the data)")
+
+
+def upload(params: dict, message: str) -> None:
+    """Upload submission.csv as it is, naming the run of the runs log that made it,
+    and log the upload (time, message, the submission's hash) under that run."""
+    path = graph.submission_path(params)
+    digest = artifacts.file_hash(path) if path.exists() else None
+    found = runs_table.runs(runs_table.read(runs_table.log_path(params["outputs"])))
+    made = [r for r in found if digest and r.get("submission") == digest]
+    if made:
+        log.info("uploading run %d's submission (%s): %s", made[-1]["run"],
+                 describe_run(made[-1]), path)
+    kaggle.upload(path, message)
+    if digest:
+        journal.log_upload(params["outputs"], message, digest,
+                           made[-1]["run"] if made else None)
+
+
+def describe_run(run: dict) -> str:
+    """A run in a few words: its time, validation figure and the settings it changed."""
+    parts = [(run.get("time") or "")[:16].replace("T", " ")]
+    if run.get("val_accuracy") is not None:
+        parts.append(f"validation accuracy {100 * run['val_accuracy']:.2f}%")
+    cv = run.get("cv")
+    if isinstance(cv, dict) and cv.get("mean") is not None:
+        parts.append(f"cross-validated {100 * cv['mean']:.2f}%")
+    changed = [f"{k}={v}" for k, v in (run.get("changed") or {}).items()
+               if k != "outputs" and not k.startswith("data.")]
+    if run.get("params_file") not in (None, DEFAULTS):
+        changed.insert(0, f"--params {run['params_file']}")
+    parts.append(", ".join(changed) if changed else "the params file's settings")
+    return "; ".join(p for p in parts if p)

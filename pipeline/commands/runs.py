@@ -1,5 +1,6 @@
 """The commands over the runs log and the run cache: `runs` (the table), `restore N`
-(a run's model and submission back in place) and `cache` (its size, or clear it)."""
+(a run's model and submission back in place), `submit --kaggle` (the last run's
+submission uploaded as it is) and `cache` (its size, or clear it)."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.commands import closing
 from pipeline.commands.closing import options, summarize, upload_if_current
 from pipeline.config import params as params_mod
 from pipeline.engine import cache, runner
@@ -111,3 +113,47 @@ def restore(args: argparse.Namespace, params: dict, sample: bool) -> None:
     if args.kaggle is not None:
         upload_if_current(wanted, args.kaggle, sample)
     summarize(wanted, sample, again)
+
+
+# Params that say where things are, not how a submission is made.
+LOCATIONS = ("outputs", "data.train", "data.test", "data.sample", "cache.max_mb")
+
+
+def upload_last_run(args: argparse.Namespace, params: dict, sample: bool) -> bool:
+    """`submit --kaggle MESSAGE`: upload the submission the last run left, naming that
+    run, never one rebuilt from the params file: the steps up to submit are brought up
+    to date with the last run's params (nothing runs when it finished), train only from
+    the run cache. Refuses when this command line's --params or --set ask for other
+    params than that run's. Returns False when the log holds no run (the caller then
+    runs the stages as for any other --kaggle)."""
+    closing.refuse_sample(sample)
+    found = runs_table.runs(runs_table.read(runs_table.log_path(params["outputs"])))
+    if not found:
+        return False
+    run = found[-1]
+    number = run["run"]
+    wanted = {k: run.get("params", {}).get(k, params[k]) for k in params_mod.SCHEMA}
+    wanted["outputs"] = params["outputs"]
+    asked = {params_mod.parse_override(o)[0] for o in args.overrides}
+    if args.params != params_mod.DEFAULTS:
+        asked |= set(params_mod.differences(params_mod.PROJECT_DEFAULTS, params))
+    other = [k for k in params_mod.SCHEMA
+             if k in asked and k not in LOCATIONS and wanted[k] != params[k]]
+    if other:
+        differ = ", ".join(f"{k}={_yaml(params[k])} (run {number}: {_yaml(wanted[k])})"
+                           for k in other)
+        again = f"python run.py {closing.options(args.params, args.overrides)}".strip()
+        raise PipelineError(
+            f"not uploading: `submit --kaggle` uploads the submission the last run left, "
+            f"run {number}'s, and this command line asks for other params: {differ}. To make "
+            f"a submission with them and upload it: `{again} --kaggle \"message\"`")
+    journal = Journal(run.get("params_file") or args.params, run.get("changed", {}))
+    try:
+        runner.run(wanted, runner.select(["submit"], None), journal=journal, retrain=False)
+    except runner.NotCached:
+        raise PipelineError(
+            f"not uploading: run {number}'s submission is not in place and its model is no "
+            f"longer in the run cache; `python run.py restore {number}` says how to get it "
+            "back") from None
+    closing.upload_if_current(wanted, args.kaggle, sample)
+    return True
