@@ -49,15 +49,27 @@ def summarize(params: dict, sample: bool, again: str = "") -> None:
                 "to update it)")
 
     demo = " (the bundled sample: a demo, not for upload)" if sample else ""
-    if metrics.exists():
+    model_scores = _read(graph.artifact(params, "train", "metrics.json"))
+    if states.get("predict") and states["predict"].state != "up to date" and model_scores:
+        # predict has not run for this model: its metrics.json is an earlier run's.
+        if model_scores.get("val_accuracy") is not None:
+            log.info("validation accuracy: %.2f%% (the model's, from train; run predict for "
+                     "its interval)%s", 100 * model_scores["val_accuracy"], behind("train"))
+    elif metrics.exists():
         scores = artifacts.load_json(metrics)
         if scores.get("val_accuracy") is not None:
             held_out = "" if scores.get("val_held_out", True) else NOT_HELD_OUT
             ci = scores.get("val_accuracy_ci95")
-            interval = (f" (95% interval {100 * ci['low']:.2f}-{100 * ci['high']:.2f}%, "
-                        f"{scores['val_errors']} of {scores['val_rows']} wrong)") if ci else ""
+            wrong = (f", {scores['val_errors']} of {scores['val_rows']} wrong"
+                     if {"val_errors", "val_rows"} <= scores.keys() else "")
+            interval = (f" (95% interval {100 * ci['low']:.2f}-{100 * ci['high']:.2f}%"
+                        f"{wrong})") if ci else ""
             log.info("validation accuracy: %.2f%%%s%s%s", 100 * scores["val_accuracy"],
                      interval, held_out, behind("predict"))
+    cv = (model_scores or {}).get("cv")
+    if isinstance(cv, dict) and cv.get("mean") is not None:
+        log.info("cross-validation: %.2f%% +- %.2f (%s folds, each scoring one network)%s",
+                 100 * cv["mean"], 100 * (cv.get("std") or 0), cv.get("folds"), behind("train"))
     if submission.exists():
         log.info("submission: %s%s%s", submission, demo, behind("submit"))
     page = graph.artifact(params, "report", "index.html")
@@ -68,6 +80,15 @@ def summarize(params: dict, sample: bool, again: str = "") -> None:
                  "and run again (README.md, Getting the data)", Path(params["data.train"]).parent)
     elif submission.exists() and not behind("submit"):
         log.info("next: upload it with `%s`", f"{UPLOAD} {again}".strip())
+
+
+def _read(path: Path) -> dict | None:
+    """A JSON file of metrics, or None when it is missing or unreadable."""
+    try:
+        found = artifacts.load_json(path)
+    except PipelineError:
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def upload_if_current(params: dict, message: str, sample: bool) -> None:

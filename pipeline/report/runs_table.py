@@ -189,7 +189,7 @@ def cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     merged = ("ci95_low", "ci95_high", "val_held_out", "best")
     columns = [c for c in (rows[0] if rows else ()) if c not in merged]
     names = {"params_file": "params file", "val_accuracy": "val accuracy (95% interval)",
-             "train_seconds": "train s"}
+             "train_seconds": "train s", "cv": "cv (mean +-sd)"}
     return ([names.get(c, c) for c in columns],
             [[_cell(c, row) for c in columns] for row in rows])
 

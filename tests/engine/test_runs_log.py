@@ -405,3 +405,25 @@ def test_ties_share_the_star_whether_the_figure_was_rounded_or_not():
              {"run": 3, "params": {}, "val_accuracy": 0.983095, "submission": "cd"},
              {"run": 4, "params": {}, "val_accuracy": 0.98}]
     assert [r["best"] for r in runs_table.rows(found)] == [True, True, True, False]
+
+
+def test_cross_validation_is_in_the_table_and_the_closing_lines(tmp_path, tiny_csvs, capsys):
+    out = tmp_path / "out"
+    args = [f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
+            f"--set=outputs={out}", "--set=train.hidden=8", "--set=train.epochs=1"]
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    assert cli.main([*args, "--set=train.cv_folds=2", "--set=train.members=2", "train"]) == 0
+    said = capsys.readouterr().out
+    model = json.loads((out / "train" / "metrics.json").read_text())
+    cv = model["cv"]
+    assert cv["networks"] == 1
+    # The closing lines give this run's figures, not the previous run's metrics.json.
+    assert f"validation accuracy: {100 * model['val_accuracy']:.2f}% (the model's" in said
+    assert f"cross-validation: {100 * cv['mean']:.2f}% +- {100 * cv['std']:.2f} (2 folds" in said
+    # The log line says plainly what was scored.
+    assert "2-fold cross-validation of one network, not the ensemble of 2" in said
+    rows = runs_table.load_table(out)
+    assert rows[0]["cv"] is None
+    assert rows[1]["cv"] == f"{100 * cv['mean']:.2f}% +-{100 * cv['std']:.2f} (1 network)"
+    assert "cv (mean +-sd)" in runs_table.format_table(rows).splitlines()[0]
