@@ -4,6 +4,7 @@ submission uploaded as it is) and `cache` (its size, or clear it)."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from pipeline import artifacts
 from pipeline.commands import closing
 from pipeline.commands.closing import options, summarize, upload_if_current
 from pipeline.config import params as params_mod
@@ -75,6 +77,34 @@ def rerun_options(args: argparse.Namespace, params_file: str, wanted: dict) -> s
     return options(params_file, kept, [f"{k}={_yaml(v)}" for k, v in flags.items()])
 
 
+def check_model(run: dict, wanted: dict, retrain: str) -> None:
+    """Refuse, before anything is written, unless run N's model (its hash in the runs
+    log) is in place or in the run cache: an entry that is gone, or that a forced
+    retrain with the same settings replaced by another model, is said so."""
+    number, logged = run["run"], run.get("model")
+    train = next(s for s in graph.STEPS if s.name == "train")
+    model = graph.artifact(wanted, "train", "model.npz")
+    if runner.Runner(wanted).check(train).state == "up to date":
+        found = artifacts.file_hash(model)
+        if logged and found != logged:
+            raise PipelineError(
+                f"run {number} cannot be restored: the model in place has its settings but "
+                f"is another model ({found[:12]}, not {logged[:12]}: retrained with --force "
+                f"since), and the run cache keeps one model per setting; {retrain}")
+        return
+    files = cache.load(wanted["outputs"], "train", str(run.get("key")), train.outs(wanted))
+    if files is None:
+        raise PipelineError(f"run {number} cannot be restored: its model is no longer in the "
+                            f"run cache (evicted beyond cache.max_mb, cleared or damaged); "
+                            f"{retrain}")
+    found = hashlib.sha256(files["model"]).hexdigest()
+    if logged and found != logged:
+        raise PipelineError(
+            f"run {number} cannot be restored: its run cache entry now holds another model "
+            f"({found[:12]}, not {logged[:12]}: a retrain with the same settings, --force, "
+            f"replaced it); {retrain}")
+
+
 def restore(args: argparse.Namespace, params: dict, sample: bool) -> None:
     """`restore N`: run the pipeline with run N's params, train only from the run
     cache, then upload with --kaggle; the closing lines name those params."""
@@ -94,13 +124,7 @@ def restore(args: argparse.Namespace, params: dict, sample: bool) -> None:
     params_file = run.get("params_file") or args.params
     again = rerun_options(args, params_file, wanted)
     retrain = f"retrain it with `{f'python run.py {again}'.strip()}`"
-    train = next(s for s in graph.STEPS if s.name == "train")
-    if (runner.Runner(wanted).check(train).state != "up to date"
-            and cache.load(wanted["outputs"], "train", str(run.get("key")),
-                           train.outs(wanted)) is None):
-        raise PipelineError(f"run {number} cannot be restored: its model is no longer in the "
-                            f"run cache (evicted beyond cache.max_mb, cleared or damaged); "
-                            f"{retrain}")
+    check_model(run, wanted, retrain)
     journal = Journal(params_file, run.get("changed", {}))
     try:
         runner.run(wanted, list(graph.STEPS), journal=journal, retrain=False)
@@ -108,8 +132,17 @@ def restore(args: argparse.Namespace, params: dict, sample: bool) -> None:
         raise PipelineError(f"run {number} cannot be restored: the code or the data changed "
                             f"since it ran, so the run cache has no model for it; "
                             f"{retrain}") from None
-    log.info("restored run %d: %s and %s", number, graph.artifact(wanted, "train", "model.npz"),
-             graph.submission_path(wanted))
+    model, submission = graph.artifact(wanted, "train", "model.npz"), graph.submission_path(wanted)
+    if run.get("model") and artifacts.file_hash(model) != run["model"]:
+        raise PipelineError(f"run {number} was not restored: {model} is not its model "
+                            f"({artifacts.file_hash(model)[:12]}, not {run['model'][:12]}); "
+                            f"{retrain}")
+    if run.get("submission") and submission.exists() \
+            and artifacts.file_hash(submission) != run["submission"]:
+        log.warning("run %d's model is back, but %s is not the submission it made (%s, not "
+                    "%s): the code or the data after train changed since", number, submission,
+                    artifacts.file_hash(submission)[:10], run["submission"][:10])
+    log.info("restored run %d: %s and %s", number, model, submission)
     if args.kaggle is not None:
         upload_if_current(wanted, args.kaggle, sample)
     summarize(wanted, sample, again)

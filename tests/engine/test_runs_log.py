@@ -427,3 +427,26 @@ def test_cross_validation_is_in_the_table_and_the_closing_lines(tmp_path, tiny_c
     assert rows[0]["cv"] is None
     assert rows[1]["cv"] == f"{100 * cv['mean']:.2f}% +-{100 * cv['std']:.2f} (1 network)"
     assert "cv (mean +-sd)" in runs_table.format_table(rows).splitlines()[0]
+
+
+def test_restore_refuses_a_cache_entry_another_model_replaced(tmp_path, tiny_csvs, capsys):
+    out = tmp_path / "out"
+    args = [f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
+            f"--set=outputs={out}", "--set=train.hidden=8", "--quiet"]
+    assert cli.main([*args, "--set=train.epochs=1"]) == 0
+    assert cli.main([*args, "--set=train.epochs=2"]) == 0
+    first, second = logged(out)
+    # As a `train --force` retrain at another thread count would: run 1's key now
+    # holds another model (here run 2's, which is in place).
+    outs = {Path(name).stem: out / "train" / name for name in TRAIN_OUTS}
+    cache.store(out, "train", first["key"], outs, 500)
+    kept = {p: p.read_bytes() for p in [*outs.values(), out / "submission.csv"]}
+    capsys.readouterr()
+    assert cli.main(["restore", "1", *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: run 1 cannot be restored: its run cache entry now holds "
+                          f"another model ({second['model'][:12]}, not {first['model'][:12]}")
+    assert "retrain it with `" in err and err.count("\n") == 1
+    assert {p: p.read_bytes() for p in kept} == kept            # nothing was swapped in
+    # Restoring run 2, whose model is in place, still works and checks it.
+    assert cli.main(["restore", "2", *args]) == 0
