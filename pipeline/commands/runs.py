@@ -25,8 +25,9 @@ from pipeline.steps import graph
 log = logging.getLogger(__name__)
 
 
-def print_runs(params: dict, as_csv: bool) -> None:
-    """`runs`: the runs log as a table (or CSV), newest last."""
+def print_runs(params: dict, as_csv: bool, wide: bool = False) -> None:
+    """`runs`: the runs log as a table (or CSV), newest last; 120 characters wide at
+    most, unless `wide`."""
     rows = runs_table.load_table(params["outputs"])
     if as_csv:
         sys.stdout.write(runs_table.format_csv(rows))
@@ -34,7 +35,7 @@ def print_runs(params: dict, as_csv: bool) -> None:
         print(f"no runs in {runs_table.log_path(params['outputs'])} yet: each run that "
               "trains adds one")
     else:
-        sys.stdout.write(runs_table.format_table(rows))
+        sys.stdout.write(runs_table.format_table(rows, None if wide else runs_table.WIDTH))
 
 
 def cache_command(params: dict, words: list[str]) -> None:

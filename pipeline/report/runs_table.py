@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import logging
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ KINDS = EVENTS + ("upload", "note")              # every kind of line
 # Columns shown whatever their values; the others are left out when the same in every run.
 ALWAYS = ("run", "time", "val_accuracy", "ci95_low", "ci95_high", "best", "train_seconds",
           "submission")
+WHEN_ANY = ("cv", "uploaded", "note")            # shown when any run has one
 
 
 def log_path(outputs: str | Path) -> Path:
@@ -149,9 +151,13 @@ def rows(found: list[dict]) -> list[dict[str, Any]]:
             "epochs": r.get("epochs"), "restored": bool(r.get("restored")),
             "submission": r.get("submission"), "uploaded": _uploaded(r),
             "note": "; ".join(r.get("notes", [])) or None,
+            # The params its params file gives (none changed by --set): not for display.
+            "_from_file": [k for k in keys if isinstance(r.get("changed"), dict)
+                           and k not in r["changed"]],
         })
     shown = [c for c in (rows[0] if rows else ())
-             if c in ALWAYS or not _same([row[c] for row in rows])]
+             if c in ALWAYS or c.startswith("_") or not _same([row[c] for row in rows])
+             or (c in WHEN_ANY and any(row[c] is not None for row in rows))]
     return [{c: row[c] for c in shown} for row in rows]
 
 
@@ -183,33 +189,102 @@ def _cell(column: str, row: dict) -> str:
     return str(value)
 
 
+MERGED = ("ci95_low", "ci95_high", "val_held_out", "best")    # parts of the accuracy's cell
+NAMES = {"params_file": "params file", "val_accuracy": "val accuracy (95% interval)",
+         "train_seconds": "train s", "cv": "cv (mean +-sd)"}
+WIDTH = 120                          # the terminal table's width, unless --wide
+# Left out first when the table is too wide: the least telling columns, then the
+# params from the last one shown (run, time, the figures, submission, uploads and
+# notes always stay).
+SPARE = ("members", "restored", "epochs", "train_seconds", "params_file")
+KEEP = ("run", "time", "val_accuracy", "cv", "submission", "uploaded", "note")
+FIXED = KEEP + SPARE                 # the columns that are not params
+
+
 def cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """The table as text: (header, one list of cells per row), for the terminal and
     the report page. Accuracy and its interval share a cell, marked * when best."""
-    merged = ("ci95_low", "ci95_high", "val_held_out", "best")
-    columns = [c for c in (rows[0] if rows else ()) if c not in merged]
-    names = {"params_file": "params file", "val_accuracy": "val accuracy (95% interval)",
-             "train_seconds": "train s", "cv": "cv (mean +-sd)"}
-    return ([names.get(c, c) for c in columns],
+    columns = [c for c in (rows[0] if rows else ()) if c not in MERGED and c[0] != "_"]
+    return ([NAMES.get(c, c) for c in columns],
             [[_cell(c, row) for c in columns] for row in rows])
 
 
-def format_table(rows: list[dict]) -> str:
-    """The table as aligned plain text, with a line saying what * marks."""
-    header, body = cells(rows)
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _narrow(rows: list[dict], width: int) -> tuple[list[str], list[list[str]], list[str]]:
+    """(header, cells, the columns left out) of a table at most `width` characters
+    wide where it can be: members once (train.members says it), shorter times, hashes,
+    values and notes; if still too wide, the params each row's params file gives left
+    out (the params file column names them), params named without their section where
+    that is unique, then the SPARE columns and the last params left out until it fits.
+    A table that fits names params in full, as --set takes them."""
+    columns = [c for c in (rows[0] if rows else ()) if c not in MERGED and c[0] != "_"]
+    if "train.members" in columns and "members" in columns:     # the same, twice
+        columns.remove("members")
+    names = {c: NAMES.get(c, c) for c in columns}
+    # Params that each row's params file gives, when the table names the files.
+    explained = [c for c in columns if "params_file" in columns and c not in FIXED
+                 and all(c in row["_from_file"] for row in rows)]
+
+    def text(c: str, row: dict) -> str:
+        if c == "time":
+            return _cell(c, row)[5:]                            # the year aside
+        if c == "submission":
+            return _cell(c, row)[:7]
+        if c in ("uploaded", "note"):
+            return _short(_cell(c, row), 24)
+        return _short(_cell(c, row), 14) if c not in FIXED else _cell(c, row)
+
+    body = {c: [text(c, row) for row in rows] for c in columns}
+
+    def wide(cols: list[str]) -> int:
+        return sum(max(len(names[c]), *(len(x) for x in body[c])) for c in cols) \
+            + 2 * (len(cols) - 1)
+    left_out = []
+    if wide(columns) > width and explained:
+        columns = [c for c in columns if c not in explained]
+        left_out.append("the params their params file gives")
+    if wide(columns) > width:          # params by their key without the section, if unique
+        for c in columns:
+            bare = c.split(".", 1)[-1]
+            if c not in FIXED and sum(bare in (x, x.split(".", 1)[-1]) for x in columns) == 1:
+                names[c] = bare
+    spare = [c for c in SPARE if c in columns and not (c == "params_file" and explained)] + \
+        [c for c in reversed(columns) if c not in FIXED]
+    while wide(columns) > width and spare:
+        gone = spare.pop(0)
+        columns.remove(gone)
+        left_out.append(names[gone])
+    return ([names[c] for c in columns], [[body[c][i] for c in columns]
+                                          for i in range(len(rows))], left_out)
+
+
+def format_table(rows: list[dict], width: int | None = WIDTH) -> str:
+    """The table as aligned plain text, with a line saying what * marks: at most
+    `width` characters wide where it can be (see `_narrow`), every column with None."""
+    if width is None:
+        header, body = cells(rows)
+        left_out = []
+    else:
+        header, body, left_out = _narrow(rows, width)
     widths = [max(len(x) for x in column) for column in zip(header, *body)]
     lines = ["  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip()
              for line in [header, *body]]
     if any(row["best"] for row in rows):
         lines.append("* the best held-out validation accuracy")
+    if left_out:
+        lines += textwrap.wrap(f"left out to fit {width} characters: {', '.join(left_out)} "
+                               "(`python run.py runs --wide` shows every column)", width)
     return "\n".join(lines) + "\n"
 
 
 def format_csv(rows: list[dict]) -> str:
     """The table as CSV, values as logged, for a spreadsheet."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["run"],
-                            lineterminator="\n")
+    fields = [c for c in rows[0] if c[0] != "_"] if rows else ["run"]
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()

@@ -450,3 +450,54 @@ def test_restore_refuses_a_cache_entry_another_model_replaced(tmp_path, tiny_csv
     assert {p: p.read_bytes() for p in kept} == kept            # nothing was swapped in
     # Restoring run 2, whose model is in place, still works and checks it.
     assert cli.main(["restore", "2", *args]) == 0
+
+
+def test_the_table_fits_120_characters_unless_wide():
+    # params-best.yaml's runs beside params.yaml's: many params differ, and members twice.
+    best = {"train.epochs": 160, "train.l2": 1e-5, "train.augment_shift": 1.5,
+            "train.augment_scale": 0.08, "train.augment_shear": 8.0,
+            "train.elastic_alpha": 20.0, "train.members": 5, "train.keep_best": True,
+            "train.lr_schedule": "cosine", "predict.tta_shift": 1.0}
+    plain = {"train.epochs": 15, "train.l2": 0.0, "train.augment_shift": 0.0,
+             "train.augment_scale": 0.0, "train.augment_shear": 0.0,
+             "train.elastic_alpha": 0.0, "train.members": 1, "train.keep_best": False,
+             "train.lr_schedule": "step", "predict.tta_shift": 0.0}
+    found = [{"run": n, "time": "2026-12-08T01:30:00+00:00", "params": params,
+              "params_file": name, "val_accuracy": acc, "members": params["train.members"],
+              "epochs": params["train.epochs"], "train_seconds": 9.5 * n, "restored": n == 3,
+              "val_accuracy_ci95": {"low": acc - 0.004, "high": acc + 0.004},
+              "submission": f"{n}" * 64, "changed": {"train.epochs": 2} if n == 3 else {}}
+             for n, (params, name, acc) in enumerate([(plain, "params.yaml", 0.9836),
+                                                      (best, "params-best.yaml", 0.9951),
+                                                      (plain, "params.yaml", 0.9836)], 1)]
+    rows = runs_table.rows(found)
+    narrow = runs_table.format_table(rows)
+    assert max(len(line) for line in narrow.splitlines()) <= 120, narrow
+    header = narrow.splitlines()[0]
+    assert header.startswith("run  time") and "val accuracy" in header and "submission" in header
+    # params-best.yaml's params are named by its column; the one --set changed is shown.
+    assert "params file" in header and "train.epochs" in header and "train.l2" not in header
+    assert "the params their params file gives" in narrow
+    assert "`python run.py runs --wide` shows every column" in narrow.splitlines()[-1]
+    wide = runs_table.format_table(rows, None)
+    assert max(len(line) for line in wide.splitlines()) > 120
+    assert all(k in wide.splitlines()[0] for k in best)
+
+
+def test_status_names_the_data_and_a_step_the_cache_would_restore(tmp_path, tiny_csvs):
+    out = tmp_path / "out"
+    args = [f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
+            f"--set=outputs={out}", "--set=train.hidden=8"]
+    for epochs in (1, 2):
+        assert run_cli(*args, f"--set=train.epochs={epochs}").returncode == 0
+    said = run_cli("status", *args, "--set=train.epochs=1").stdout.splitlines()
+    assert said[0] == f"data: {tiny_csvs[0]} and {tiny_csvs[1]} (outputs in {out})"
+    train = next(line for line in said if line.startswith("train "))
+    assert "stale: param train.epochs changed (2 -> 1)" in train
+    assert train.endswith("(its result is in the run cache: restored, not run again)")
+    fresh = run_cli("status", *args, "--set=train.epochs=3").stdout
+    assert "run cache" not in fresh
+    demo = run_cli("status", f"--set=data.train={tmp_path}/absent.csv",
+                   f"--set=data.test={tmp_path}/absent.csv", f"--set=outputs={out}").stdout
+    assert demo.splitlines()[0].startswith("data: the bundled sample in ")
+    assert f"outputs in {out / 'sample'}" in demo.splitlines()[0]
