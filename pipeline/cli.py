@@ -69,6 +69,12 @@ def _restore(args: argparse.Namespace, params: dict, sample: bool) -> int:
     return 0
 
 
+def _note(args: argparse.Namespace, params: dict, sample: bool) -> int:
+    _no_from(args)
+    runs.note(params, args.targets[1:])
+    return 0
+
+
 def _cache(args: argparse.Namespace, params: dict, sample: bool) -> int:
     _no_from(args)
     runs.cache_command(params, args.targets[1:])
@@ -84,6 +90,8 @@ COMMANDS = {
     "restore": Command("restore N",
                        "run N's model and submission back in place, from the run cache",
                        _restore),
+    "note": Command('note N "TEXT"', "a note on run N (a leaderboard score), shown in runs",
+                    _note),
     "cache": Command("cache [clear]", "the run cache's size, or empty it", _cache),
 }
 USAGES = {name: command.usage for name, command in COMMANDS.items()}

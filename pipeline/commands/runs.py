@@ -16,7 +16,7 @@ from pipeline import artifacts
 from pipeline.commands import closing
 from pipeline.commands.closing import options, summarize, upload_if_current
 from pipeline.config import params as params_mod
-from pipeline.engine import cache, runner
+from pipeline.engine import cache, journal, runner
 from pipeline.engine.journal import Journal
 from pipeline.errors import PipelineError
 from pipeline.report import runs_table
@@ -36,6 +36,23 @@ def print_runs(params: dict, as_csv: bool, wide: bool = False) -> None:
               "trains adds one")
     else:
         sys.stdout.write(runs_table.format_table(rows, None if wide else runs_table.WIDTH))
+
+
+def note(params: dict, words: list[str]) -> None:
+    """`note N TEXT`: add a note to run N (a leaderboard score, a thought), shown in
+    the table's note column."""
+    if len(words) < 2 or not words[0].isdigit() or not " ".join(words[1:]).strip():
+        raise PipelineError('note: expected a run number and a text, such as `python run.py '
+                            'note 3 "public LB 0.99321"`')
+    number, path = int(words[0]), runs_table.log_path(params["outputs"])
+    found = runs_table.runs(runs_table.read(path))
+    if not 1 <= number <= len(found):
+        have = f"runs 1-{len(found)}" if found else "no runs yet"
+        raise PipelineError(f"note: no run {number} in {path} ({have}; `python run.py runs` "
+                            "lists them)")
+    text = " ".join(words[1:]).strip()
+    journal.log_note(params["outputs"], number, text)
+    print(f"note on run {number}: {text}")
 
 
 def cache_command(params: dict, words: list[str]) -> None:
@@ -126,9 +143,9 @@ def restore(args: argparse.Namespace, params: dict, sample: bool) -> None:
     again = rerun_options(args, params_file, wanted)
     retrain = f"retrain it with `{f'python run.py {again}'.strip()}`"
     check_model(run, wanted, retrain)
-    journal = Journal(params_file, run.get("changed", {}))
+    writer = Journal(params_file, run.get("changed", {}))
     try:
-        runner.run(wanted, list(graph.STEPS), journal=journal, retrain=False)
+        runner.run(wanted, list(graph.STEPS), journal=writer, retrain=False)
     except runner.NotCached:
         raise PipelineError(f"run {number} cannot be restored: the code or the data changed "
                             f"since it ran, so the run cache has no model for it; "
@@ -181,9 +198,9 @@ def upload_last_run(args: argparse.Namespace, params: dict, sample: bool) -> boo
             f"not uploading: `submit --kaggle` uploads the submission the last run left, "
             f"run {number}'s, and this command line asks for other params: {differ}. To make "
             f"a submission with them and upload it: `{again} --kaggle \"message\"`")
-    journal = Journal(run.get("params_file") or args.params, run.get("changed", {}))
+    writer = Journal(run.get("params_file") or args.params, run.get("changed", {}))
     try:
-        runner.run(wanted, runner.select(["submit"], None), journal=journal, retrain=False)
+        runner.run(wanted, runner.select(["submit"], None), journal=writer, retrain=False)
     except runner.NotCached:
         raise PipelineError(
             f"not uploading: run {number}'s submission is not in place and its model is no "

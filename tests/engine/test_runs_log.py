@@ -501,3 +501,18 @@ def test_status_names_the_data_and_a_step_the_cache_would_restore(tmp_path, tiny
                    f"--set=data.test={tmp_path}/absent.csv", f"--set=outputs={out}").stdout
     assert demo.splitlines()[0].startswith("data: the bundled sample in ")
     assert f"outputs in {out / 'sample'}" in demo.splitlines()[0]
+
+
+def test_a_note_on_a_run_is_shown_in_the_table(tmp_path, tiny_csvs, capsys):
+    out = tmp_path / "out"
+    args = [f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
+            f"--set=outputs={out}", "--set=train.hidden=8", "--set=train.epochs=1"]
+    assert cli.main([*args, "--quiet"]) == 0
+    assert cli.main(["note", "1", "public LB 0.99321", *args]) == 0
+    assert capsys.readouterr().out.endswith("note on run 1: public LB 0.99321\n")
+    rows = runs_table.load_table(out)
+    assert rows[0]["note"] == "public LB 0.99321"
+    assert "public LB 0.99321" in runs_table.format_table(rows).splitlines()[1]
+    assert cli.main(["note", "2", "x", *args]) == 1
+    assert "note: no run 2 in " in capsys.readouterr().err
+    assert cli.main(["note", "1", *args]) == 1
