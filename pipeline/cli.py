@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline.commands import closing, kaggle, runs
+from pipeline.commands import blend, closing, kaggle, runs
 from pipeline.config import params as params_mod
 from pipeline.engine import runner
 from pipeline.engine.journal import Journal
@@ -75,6 +75,15 @@ def _note(args: argparse.Namespace, params: dict, sample: bool) -> int:
     return 0
 
 
+def _blend(args: argparse.Namespace, params: dict, sample: bool) -> int:
+    _no_from(args)
+    path = blend.blend(params, args.targets[1:])
+    if args.kaggle is not None:
+        closing.refuse_sample(sample)
+        closing.upload(params, args.kaggle, path)
+    return 0
+
+
 def _cache(args: argparse.Namespace, params: dict, sample: bool) -> int:
     _no_from(args)
     runs.cache_command(params, args.targets[1:])
@@ -92,6 +101,8 @@ COMMANDS = {
                        _restore),
     "note": Command('note N "TEXT"', "a note on run N (a leaderboard score), shown in runs",
                     _note),
+    "blend": Command("blend N M ...", "average runs' probabilities into a submission, from "
+                     "the run cache", _blend),
     "cache": Command("cache [clear]", "the run cache's size, or empty it", _cache),
 }
 USAGES = {name: command.usage for name, command in COMMANDS.items()}

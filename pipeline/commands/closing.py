@@ -111,10 +111,11 @@ def refuse_sample(sample: bool) -> None:
                             "the data)")
 
 
-def upload(params: dict, message: str) -> None:
-    """Upload submission.csv as it is, naming the run of the runs log that made it,
-    and log the upload (time, message, the submission's hash) under that run."""
-    path = graph.submission_path(params)
+def upload(params: dict, message: str, path: Path | None = None) -> None:
+    """Upload submission.csv (or `path`, a blend's) as it is, naming the run of the
+    runs log that made it, and log the upload (time, message, the submission's hash)
+    under that run."""
+    path = path or graph.submission_path(params)
     digest = artifacts.file_hash(path) if path.exists() else None
     found = runs_table.runs(runs_table.read(runs_table.log_path(params["outputs"])))
     made = [r for r in found if digest and r.get("submission") == digest]
@@ -130,6 +131,8 @@ def upload(params: dict, message: str) -> None:
 def describe_run(run: dict) -> str:
     """A run in a few words: its time, validation figure and the settings it changed."""
     parts = [(run.get("time") or "")[:16].replace("T", " ")]
+    if run.get("event") == "blend":
+        parts.append(f"a blend of runs {', '.join(map(str, run.get('runs', [])))}")
     if run.get("val_accuracy") is not None:
         parts.append(f"validation accuracy {100 * run['val_accuracy']:.2f}%")
     cv = run.get("cv")

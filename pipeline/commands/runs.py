@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from pipeline import artifacts
+from pipeline.commands import blend as blend_mod
 from pipeline.commands import closing
 from pipeline.commands.closing import options, summarize, upload_if_current
 from pipeline.config import params as params_mod
@@ -137,6 +138,10 @@ def restore(args: argparse.Namespace, params: dict, sample: bool) -> None:
         raise PipelineError(f"restore: no run {number} in {path} ({have}; `python run.py "
                             "runs` lists them)")
     run = found[number - 1]
+    if run.get("event") == "blend":
+        raise PipelineError(f"restore: run {number} is a blend of runs "
+                            f"{', '.join(map(str, run.get('runs', [])))}: `python run.py blend "
+                            f"{' '.join(map(str, run.get('runs', [])))}` makes it again")
     wanted = {k: run.get("params", {}).get(k, params[k]) for k in params_mod.SCHEMA}
     wanted["outputs"] = params["outputs"]              # where its log is: this folder
     params_file = run.get("params_file") or args.params
@@ -183,6 +188,14 @@ def upload_last_run(args: argparse.Namespace, params: dict, sample: bool) -> boo
         return False
     run = found[-1]
     number = run["run"]
+    if run.get("event") == "blend":
+        path = blend_mod.submission_path(params)
+        if not path.exists() or artifacts.file_hash(path) != run.get("submission"):
+            raise PipelineError(f"not uploading: the last run, {number}, is a blend, and {path} "
+                                f"is no longer its submission; run `python run.py blend "
+                                f"{' '.join(map(str, run.get('runs', [])))}` again")
+        closing.upload(params, args.kaggle, path)
+        return True
     wanted = {k: run.get("params", {}).get(k, params[k]) for k in params_mod.SCHEMA}
     wanted["outputs"] = params["outputs"]
     asked = {params_mod.parse_override(o)[0] for o in args.overrides}

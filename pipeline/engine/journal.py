@@ -62,7 +62,7 @@ class Journal:
         if not self.opened and records.get("train"):
             entry.update(params_file=self.params_file, changed=self.changed, params=params,
                          restored=step == "train" and restored,
-                         **model_fields(records["train"]))
+                         **model_fields(records["train"]), rows=row_hashes(records))
             self.opened = True
         if step == "predict":
             scores = artifacts.load_json(Path(outs["metrics"]["path"]))
@@ -97,6 +97,21 @@ def model_fields(train_record: dict) -> dict[str, Any]:
         fields["cv"] = {k: cv.get(k) for k in ("folds", "mean", "std", "accuracy", "networks")
                         if k in cv}
     return fields
+
+
+def row_hashes(records: dict) -> dict[str, str]:
+    """The hashes of the rows a run was validated and tested on (preprocess's val_x,
+    val_y and test_x), so that `blend` can tell whether two runs' rows are the same."""
+    found = {}
+    for step, names in (("preprocess:train", ("val_x", "val_y")), ("preprocess:test", ("test_x",))):
+        outs = (records.get(step) or {}).get("outs", {})
+        found.update({n: outs[n]["hash"] for n in names if n in outs})
+    return found
+
+
+def log_blend(outputs: str | Path, entry: dict) -> None:
+    """Log a blend of earlier runs (`pipeline/commands/blend.py`): a run of its own."""
+    append(log_path(outputs), {"event": "blend", "time": now(), **entry})
 
 
 def log_upload(outputs: str | Path, message: str, submission: str, run: int) -> None:

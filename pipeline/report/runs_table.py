@@ -25,11 +25,11 @@ log = logging.getLogger(__name__)
 
 LOG = "runs.jsonl"
 EVENTS = ("train", "predict", "submit")          # the steps that write a line
-KINDS = EVENTS + ("upload", "note")              # every kind of line
+KINDS = EVENTS + ("upload", "note", "blend")     # every kind of line
 # Columns shown whatever their values; the others are left out when the same in every run.
 ALWAYS = ("run", "time", "val_accuracy", "ci95_low", "ci95_high", "best", "train_seconds",
           "submission")
-WHEN_ANY = ("cv", "uploaded", "note")            # shown when any run has one
+WHEN_ANY = ("blend", "cv", "uploaded", "note")   # shown when any run has one
 
 
 def log_path(outputs: str | Path) -> Path:
@@ -69,7 +69,8 @@ def runs(entries: list[dict]) -> list[dict]:
     found: list[dict] = []
     for entry in entries:
         event = entry["event"]
-        if event in ("train", "predict", "submit") and isinstance(entry.get("params"), dict):
+        if (event in ("train", "predict", "submit") and isinstance(entry.get("params"), dict)) \
+                or event == "blend":
             found.append({**entry, "run": len(found) + 1})
         elif event in ("predict", "submit"):
             if entry.get("command"):
@@ -133,6 +134,7 @@ def rows(found: list[dict]) -> list[dict[str, Any]]:
     the same value in every run; values are as logged (accuracy a fraction, the
     submission's full hash)."""
     keys = list(dict.fromkeys(k for r in found for k in r.get("params", {})))
+    blends = [r["run"] for r in found if r.get("event") == "blend"]
     held_out = [figure(r["val_accuracy"]) for r in found
                 if r.get("val_held_out", True) and r.get("val_accuracy") is not None]
     best = max(held_out, default=None)
@@ -140,7 +142,9 @@ def rows(found: list[dict]) -> list[dict[str, Any]]:
     for r in found:
         ci = r.get("val_accuracy_ci95") or {}
         rows.append({
-            "run": r["run"], "time": r.get("time"), "params_file": r.get("params_file"),
+            "run": r["run"], "time": r.get("time"),
+            "blend": "+".join(map(str, r.get("runs", []))) or None,
+            "params_file": r.get("params_file"),
             **{k: r.get("params", {}).get(k) for k in keys},
             "val_accuracy": r.get("val_accuracy"), "ci95_low": ci.get("low"),
             "ci95_high": ci.get("high"), "val_held_out": r.get("val_held_out", True),
@@ -155,8 +159,11 @@ def rows(found: list[dict]) -> list[dict[str, Any]]:
             "_from_file": [k for k in keys if isinstance(r.get("changed"), dict)
                            and k not in r["changed"]],
         })
+    # A blend has no params of its own: its empty cells never make a param's column.
+    made = [row for row in rows if row["run"] not in blends]
     shown = [c for c in (rows[0] if rows else ())
-             if c in ALWAYS or c.startswith("_") or not _same([row[c] for row in rows])
+             if c in ALWAYS or c.startswith("_")
+             or not _same([row[c] for row in (made if c in keys else rows)])
              or (c in WHEN_ANY and any(row[c] is not None for row in rows))]
     return [{c: row[c] for c in shown} for row in rows]
 
@@ -197,7 +204,7 @@ WIDTH = 120                          # the terminal table's width, unless --wide
 # params from the last one shown (run, time, the figures, submission, uploads and
 # notes always stay).
 SPARE = ("members", "restored", "epochs", "train_seconds", "params_file")
-KEEP = ("run", "time", "val_accuracy", "cv", "submission", "uploaded", "note")
+KEEP = ("run", "time", "blend", "val_accuracy", "cv", "submission", "uploaded", "note")
 FIXED = KEEP + SPARE                 # the columns that are not params
 
 
@@ -226,7 +233,7 @@ def _narrow(rows: list[dict], width: int) -> tuple[list[str], list[list[str]], l
     names = {c: NAMES.get(c, c) for c in columns}
     # Params that each row's params file gives, when the table names the files.
     explained = [c for c in columns if "params_file" in columns and c not in FIXED
-                 and all(c in row["_from_file"] for row in rows)]
+                 and all(c in row["_from_file"] for row in rows if not row.get("blend"))]
 
     def text(c: str, row: dict) -> str:
         if c == "time":

@@ -286,3 +286,11 @@ def test_submit_uploads_the_submission_the_last_run_left_and_logs_it(tmp_path, k
     assert cli.main([*sets, "--set=train.epochs=1", "submit", "--kaggle", "m"]) == 1
     assert "asks for other params: train.epochs=1 (run 2: 2)" in capsys.readouterr().err
     assert len(calls(log)) == 1
+    # A blend is uploaded at once with --kaggle, or by submit --kaggle as the last run.
+    assert cli.main(["blend", "1", "2", *sets, "--kaggle", "blend try"]) == 0
+    assert cli.main([*sets, "submit", "--kaggle", "again"]) == 0
+    blended = out / "blend" / "submission.csv"
+    assert [c[5] for c in calls(log)[1:]] == [str(blended)] * 2
+    found = runs_table.runs(runs_table.read(runs_table.log_path(out)))
+    assert [u["message"] for u in found[2]["uploads"]] == ["blend try", "again"]
+    assert "a blend of runs 1, 2" in capsys.readouterr().out

@@ -210,7 +210,7 @@ def test_unknown_stage_is_refused():
     with pytest.raises(runner.PipelineError, match="`python run.py predict-image PATH...`"):
         runner.select([], "predict-image", cli.USAGES)
     # The command line's own commands are named, and only there.
-    assert set(cli.USAGES) == {"status", "predict-image", "runs", "restore", "note", "cache"}
+    assert set(cli.USAGES) == {"status", "predict-image", "runs", "restore", "note", "blend", "cache"}
     for name, usage in cli.USAGES.items():
         assert usage.split()[0] == name and name in cli.USAGE_EPILOG
 

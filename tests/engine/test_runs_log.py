@@ -516,3 +516,42 @@ def test_a_note_on_a_run_is_shown_in_the_table(tmp_path, tiny_csvs, capsys):
     assert cli.main(["note", "2", "x", *args]) == 1
     assert "note: no run 2 in " in capsys.readouterr().err
     assert cli.main(["note", "1", *args]) == 1
+
+
+def test_blend_averages_runs_from_the_cache_into_a_run_of_its_own(tmp_path, tiny_csvs, capsys):
+    out = tmp_path / "out"
+    args = [f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
+            f"--set=outputs={out}", "--set=train.hidden=8", "--quiet"]
+    submissions = []
+    for epochs in (1, 2, 1):                                # run 3: run 1 restored
+        assert cli.main([*args, f"--set=train.epochs={epochs}"]) == 0
+        submissions.append((out / "submission.csv").read_bytes())
+    # The same model twice: the blend is that model's submission and figure.
+    assert cli.main(["blend", "1", "3", *args]) == 0
+    same = out / "blend" / "submission.csv"
+    assert same.read_bytes() == submissions[0]
+    assert cli.main(["blend", "1", "2", *args]) == 0        # run 1's model from the cache
+    runs = logged(out)
+    assert [r["run"] for r in runs] == [1, 2, 3, 4, 5]
+    assert runs[4]["event"] == "blend" and runs[4]["runs"] == [1, 2]
+    assert runs[3]["val_accuracy"] == runs[0]["val_accuracy"]
+    assert runs[4]["submission"] == artifacts.file_hash(same)
+    assert (out / "submission.csv").read_bytes() == submissions[2]   # left alone
+    rows = runs_table.rows(runs)
+    assert [r["blend"] for r in rows] == [None, None, None, "1+3", "1+2"]
+    assert "train.epochs" in rows[0] and rows[4]["train.epochs"] is None
+    assert runs_table.format_table(rows).splitlines()[0].split()[:3] == ["run", "time", "blend"]
+    capsys.readouterr()
+    # Other validation rows are refused, in one line.
+    assert cli.main([*args, "--set=train.epochs=1", "--set=preprocess.val_fraction=0.2"]) == 0
+    assert cli.main(["blend", "1", "6", *args]) == 1
+    assert capsys.readouterr().err == ("error: blend: runs 1 and 6 have different validation "
+                                       "rows (other data, seed or preprocess.val_fraction), so "
+                                       "their probabilities cannot be averaged row by row\n")
+    assert cli.main(["blend", "1", "2", *args]) == 1
+    assert "the validation rows in the outputs folder are not those of run 1: run `python " \
+        "run.py restore 1` first" in capsys.readouterr().err
+    for words in (["blend", "1"], ["blend", "1", "1"], ["blend", "1", "9"], ["blend", "4", "1"]):
+        assert cli.main([*words, *args]) == 1
+    assert cli.main(["restore", "4", *args]) == 1
+    assert "run 4 is a blend of runs 1, 3" in capsys.readouterr().err
