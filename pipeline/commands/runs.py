@@ -180,9 +180,11 @@ def upload_last_run(args: argparse.Namespace, params: dict, sample: bool) -> boo
     run, never one rebuilt from the params file: the steps up to submit are brought up
     to date with the last run's params (nothing runs when it finished), train only from
     the run cache. Refuses when this command line's --params or --set ask for other
-    params than that run's. Returns False when the log holds no run (the caller then
-    runs the stages as for any other --kaggle)."""
-    closing.refuse_sample(sample)
+    params than that run's. Returns False on the bundled sample or when the log holds no
+    run: the caller then runs the stages as for any other --kaggle (and refuses to
+    upload the sample's submission)."""
+    if sample:
+        return False
     found = runs_table.runs(runs_table.read(runs_table.log_path(params["outputs"])))
     if not found:
         return False

@@ -240,6 +240,8 @@ def _narrow(rows: list[dict], width: int) -> tuple[list[str], list[list[str]], l
             return _cell(c, row)[5:]                            # the year aside
         if c == "submission":
             return _cell(c, row)[:7]
+        if c == "params_file" and row[c]:
+            return _short(Path(row[c]).name, 24)                  # the folder aside
         if c in ("uploaded", "note"):
             return _short(_cell(c, row), 24)
         return _short(_cell(c, row), 14) if c not in FIXED else _cell(c, row)
