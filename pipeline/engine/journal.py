@@ -66,9 +66,11 @@ class Journal:
             self.opened = True
         if step == "predict":
             scores = artifacts.load_json(Path(outs["metrics"]["path"]))
-            # What the submission was made with (test-time augmentation included).
-            entry.update(val_accuracy=scores.get("val_accuracy"),
-                         val_accuracy_ci95=scores.get("val_accuracy_ci95"))
+            # What the submission was made with (test-time augmentation included); read
+            # with care, as metrics.json's shape may grow: a figure it lacks leaves the
+            # model's own in place.
+            entry.update({k: scores[k] for k in ("val_accuracy", "val_accuracy_ci95")
+                          if isinstance(scores, dict) and scores.get(k) is not None})
         elif step == "submit":
             entry["submission"] = outs["submission"]["hash"]
         append(log_path(params["outputs"]), entry)
