@@ -99,7 +99,7 @@ COMMANDS = {
     "restore": Command("restore N",
                        "run N's model and submission back in place, from the run cache",
                        _restore),
-    "note": Command('note N "TEXT"', "a note on run N (a leaderboard score), shown in runs",
+    "note": Command('note N "TEXT"', "a note on run N, such as a leaderboard score, shown in runs",
                     _note),
     "blend": Command("blend N M ...", "average runs' probabilities into a submission, from "
                      "the run cache", _blend),

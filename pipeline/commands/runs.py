@@ -34,7 +34,7 @@ def print_runs(params: dict, as_csv: bool, wide: bool = False) -> None:
         sys.stdout.write(runs_table.format_csv(rows))
     elif not rows:
         print(f"no runs in {runs_table.log_path(params['outputs'])} yet: each run that "
-              "trains adds one")
+              "changes an output adds one")
     else:
         sys.stdout.write(runs_table.format_table(rows, None if wide else runs_table.WIDTH))
 
