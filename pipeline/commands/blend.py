@@ -108,8 +108,9 @@ def blend(params: dict, words: list[str]) -> Path:
     test_probs, val_probs = [], []
     for run in chosen:
         nets = _model(params, run)
-        settings = run.get("params", {})
-        batch, shift = settings.get("predict.batch_size", 1024), settings.get("predict.tta_shift", 0)
+        # The run's own predict settings (this command line's where its line lacks one).
+        settings = {**params, **run.get("params", {})}
+        batch, shift = settings["predict.batch_size"], settings["predict.tta_shift"]
         test_probs.append(ensemble.ensemble_proba(nets, test_x, batch, shift))   # (M, 10)
         val_probs.append(ensemble.ensemble_proba(nets, val_x, batch, shift))     # (N_val, 10)
     test_mean, val_mean = np.mean(test_probs, axis=0), np.mean(val_probs, axis=0)
