@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline.commands import closing, kaggle, runs
+from pipeline.commands import blend, closing, kaggle, runs
 from pipeline.config import params as params_mod
 from pipeline.engine import lock, runner
 from pipeline.engine.journal import Journal
@@ -46,7 +46,7 @@ def _no_from(args: argparse.Namespace) -> None:
 def _status(args: argparse.Namespace, params: dict, sample: bool) -> int:
     if args.targets[1:] or args.start:
         raise PipelineError("status takes no stage names: it reports every step")
-    print_status(params)
+    print_status(params, sample)
     return 0
 
 
@@ -63,13 +63,28 @@ def _runs(args: argparse.Namespace, params: dict, sample: bool) -> int:
     _no_from(args)
     if args.targets[1:]:
         raise PipelineError("runs takes no stage names: it lists every run")
-    runs.print_runs(params, args.csv)
+    runs.print_runs(params, args.csv, args.wide)
     return 0
 
 
 def _restore(args: argparse.Namespace, params: dict, sample: bool) -> int:
     _no_from(args)
     runs.restore(args, params, sample)
+    return 0
+
+
+def _note(args: argparse.Namespace, params: dict, sample: bool) -> int:
+    _no_from(args)
+    runs.note(params, args.targets[1:])
+    return 0
+
+
+def _blend(args: argparse.Namespace, params: dict, sample: bool) -> int:
+    _no_from(args)
+    path = blend.blend(params, args.targets[1:])
+    if args.kaggle is not None:
+        closing.refuse_sample(sample)
+        closing.upload(params, args.kaggle, path)
     return 0
 
 
@@ -83,11 +98,15 @@ COMMANDS = {
     "status": Command("status", "what is up to date, what is stale and why", _status),
     "predict-image": Command("predict-image PATH...",
                              "the top 3 classes of your own digit images", _predict_image),
-    "runs": Command("runs [--csv]",
+    "runs": Command("runs [--csv] [--wide]",
                     "the runs so far: params that changed, accuracy, submission", _runs),
     "restore": Command("restore N",
                        "run N's model and submission back in place, from the run cache",
                        _restore, writes=lambda words: True),
+    "note": Command('note N "TEXT"', "a note on run N, such as a leaderboard score, shown in runs",
+                    _note, writes=lambda words: True),
+    "blend": Command("blend N M ...", "average runs' probabilities into a submission, from "
+                     "the run cache", _blend, writes=lambda words: True),
     "cache": Command("cache [clear]", "the run cache's size, or empty it", _cache,
                      writes=lambda words: words == ["clear"]),
 }
@@ -142,6 +161,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "as one picture in the outputs folder")
     parser.add_argument("--csv", action="store_true",
                         help="runs: print the table as CSV, for a spreadsheet")
+    parser.add_argument("--wide", action="store_true",
+                        help="runs: every column, however wide (by default the table fits "
+                        "120 characters)")
     parser.add_argument("--quiet", action="store_true", help="print only warnings and errors")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser.parse_intermixed_args(argv)    # options may follow the paths, or precede them
@@ -163,12 +185,27 @@ def setup_logging(quiet: bool, stream=None) -> None:
     log.propagate = False
 
 
-def print_status(params: dict) -> None:
-    """One line per step: up to date, stale (and why), or never run."""
+def print_status(params: dict, sample: bool = False) -> None:
+    """Which data the outputs are made from, then one line per step: up to date,
+    stale (and why, and whether the run cache has its result), or never run."""
+    if sample:
+        print(f"data: the bundled sample in {params['data.sample']} (a demo; outputs in "
+              f"{params['outputs']})")
+    else:
+        print(f"data: {params['data.train']} and {params['data.test']} (outputs in "
+              f"{params['outputs']})")
     rows = runner.status(params)
+    fresh, pending = runner.Runner(params), set()
     width = max(len(name) for name, _ in rows)
     for name, st in rows:
-        print(f"{name:<{width}}  {st.describe()}")
+        step = next(s for s in runner.STEPS if s.name == name)
+        text = st.describe()
+        late = any(u.name in pending for u in runner.upstream(params, step))
+        if st.state != "up to date" and not late and fresh.in_cache(step):
+            text += " (its result is in the run cache: restored, not run again)"
+        if st.state != "up to date" or late:
+            pending.add(name)
+        print(f"{name:<{width}}  {text}")
 
 
 def sample_outputs(params: dict) -> bool:
@@ -189,6 +226,9 @@ def run_stages(args: argparse.Namespace, params: dict, journal: Journal,
     on the sample writes below it)."""
     if args.start and args.targets:
         raise PipelineError(f"give stage names or --from {args.start}, not both")
+    if (args.kaggle is not None and args.targets == ["submit"] and not args.force
+            and runs.upload_last_run(args, params, sample)):
+        return 0
     steps = runner.select(args.targets, args.start, USAGES)
     planned = runner.plan(params, steps, args.single)
     ingesting = any(s.stage == "ingest" for s in planned)
@@ -227,8 +267,9 @@ def dispatch(args: argparse.Namespace) -> int:
     outputs = params["outputs"]
     sample = sample_outputs(params)
     command = args.targets[0] if args.targets else None
-    if args.csv and command != "runs":
-        raise PipelineError("--csv is for `python run.py runs --csv`")
+    for flag in ("csv", "wide"):
+        if getattr(args, flag) and command != "runs":
+            raise PipelineError(f"--{flag} is for `python run.py runs --{flag}`")
     if command in COMMANDS and not COMMANDS[command].writes(args.targets[1:]):
         return COMMANDS[command].run(args, params, sample)
     runner.claim_outputs(Path(outputs))     # ours, or refused before a file is made there

@@ -1,4 +1,8 @@
-"""k-fold cross-validation of one network on all labelled rows."""
+"""k-fold cross-validation of one network on all labelled rows.
+
+A recipe of several networks (an ensemble, or a student distilled from one) is not
+cross-validated as such: each fold trains one network, and the log line, the metrics
+(`networks`: 1) and the runs table say so."""
 from __future__ import annotations
 
 import dataclasses
@@ -30,11 +34,22 @@ def cross_validation(X: np.ndarray, y: np.ndarray, k: int, seed: int, cfg: Train
         return params
 
     cv = cross_validate(X, y, k, np.random.default_rng([seed, 3]), train_one)
-    log.info("train: %d-fold cross-validation: %.2f%% +- %.2f (mean and standard deviation "
-             "of the folds); %.2f%% over all %d rows (95%% interval %.2f-%.2f%%)", k,
-             100 * cv["mean"], 100 * cv["std"], 100 * cv["accuracy"], cv["rows"],
+    log.info("train: %d-fold cross-validation of %s: %.2f%% +- %.2f (mean and standard "
+             "deviation of the folds); %.2f%% over all %d rows (95%% interval %.2f-%.2f%%)", k,
+             scored(cfg), 100 * cv["mean"], 100 * cv["std"], 100 * cv["accuracy"], cv["rows"],
              100 * cv["accuracy_ci95"]["low"], 100 * cv["accuracy_ci95"]["high"])
-    return cv
+    return {**cv, "networks": 1}
+
+
+def scored(cfg: Train) -> str:
+    """What the folds score, in words: one network, and not the recipe when the run
+    keeps more than one network's work (an ensemble, or a distilled student)."""
+    if cfg.distill_temperature:
+        return (f"one network, not the student distilled from {cfg.members} (each fold "
+                "trains one network)")
+    if cfg.members > 1:
+        return f"one network, not the ensemble of {cfg.members} (each fold trains one)"
+    return "one network"
 
 
 def cross_validate(X: np.ndarray, y: np.ndarray, k: int, rng: np.random.Generator,

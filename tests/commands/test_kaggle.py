@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 from helpers import ROOT, run_cli, sample_rows, write_lines
 
-from pipeline import artifacts
+from pipeline import artifacts, cli
 from pipeline.commands import kaggle
 from pipeline.config import params as params_mod
 from pipeline.engine import runner
 from pipeline.errors import PipelineError
+from pipeline.report import runs_table
 from pipeline.steps import submit
 
 STAND_IN = """#!{python}
@@ -284,10 +285,12 @@ def test_a_submission_behind_changed_params_is_not_uploaded(tmp_path, kaggle_env
     sets = [f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
             f"--set=outputs={tmp_path / 'out'}", "--set=train.epochs=1"]
     assert run_cli(*sets, env=env).returncode == 0
-    # `submit` alone refuses the stale model; after `ingest`, the upload check refuses.
+    # `submit --kaggle` uploads the last run's submission, not another one's; after
+    # `ingest`, the upload check refuses the stale model.
     alone = run_cli(*sets, "--set=train.epochs=2", "submit", "--single", "--kaggle", "m", env=env)
     assert alone.returncode == 1 and alone.stderr.startswith(
-        "error: submit is built on train, which is stale: param train.epochs changed (1 -> 2)")
+        "error: not uploading: `submit --kaggle` uploads the submission the last run left, "
+        "run 1's, and this command line asks for other params: train.epochs=2 (run 1: 1)")
     done = run_cli(*sets, "--set=train.epochs=2", "ingest", "--kaggle", "m", env=env)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "not uploading" in done.stderr and "param train.epochs changed (1 -> 2)" in done.stderr
@@ -410,3 +413,45 @@ def test_real_cli_refusals_are_told_apart(tmp_path, offline, monkeypatch, code, 
         with pytest.raises(PipelineError, match=expected) as caught:
             kaggle.upload(path, "m")
     assert asked and "\n" not in str(caught.value)
+
+
+def test_submit_uploads_the_submission_the_last_run_left_and_logs_it(tmp_path, kaggle_env,
+                                                                   tiny_csvs, monkeypatch,
+                                                                   capsys):
+    _, log, _ = kaggle_env
+    monkeypatch.setattr(kaggle, "TEST_ROWS", 60)          # the tiny test.csv's rows
+    out = tmp_path / "out"
+    sets = [f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
+            f"--set=outputs={out}", "--set=train.hidden=8"]
+    assert cli.main([*sets, "--set=train.epochs=1"]) == 0
+    assert cli.main([*sets, "--set=train.epochs=2"]) == 0
+    left = {p: (out / p).read_bytes() for p in ("submission.csv", "train/model.npz")}
+    capsys.readouterr()
+    # params.yaml says 15 epochs: the upload is still run 2's, nothing rebuilt.
+    assert cli.main([*sets, "submit", "--kaggle", "first try"]) == 0
+    said = capsys.readouterr().out
+    assert "restoring" not in said and "running" not in said
+    assert "uploading run 2's submission (" in said and "train.epochs=2" in said
+    assert {p: (out / p).read_bytes() for p in left} == left
+    assert calls(log) == [["competitions", "submit", "digit-recognizer",
+                           "-f", str(out / "submission.csv"), "-m", "first try"]]
+    found = runs_table.runs(runs_table.read(runs_table.log_path(out)))
+    assert len(found) == 2 and "uploads" not in found[0]
+    [upload] = found[1]["uploads"]
+    assert upload["message"] == "first try" and upload["time"]
+    assert upload["submission"] == artifacts.file_hash(out / "submission.csv")
+    rows = runs_table.rows(found)
+    assert rows[1]["uploaded"].endswith(" first try") and rows[0]["uploaded"] is None
+    assert "first try" in runs_table.format_table(rows).splitlines()[2]
+    # Another setting on the command line is refused, not quietly rebuilt.
+    assert cli.main([*sets, "--set=train.epochs=1", "submit", "--kaggle", "m"]) == 1
+    assert "asks for other params: train.epochs=1 (run 2: 2)" in capsys.readouterr().err
+    assert len(calls(log)) == 1
+    # A blend is uploaded at once with --kaggle, or by submit --kaggle as the last run.
+    assert cli.main(["blend", "1", "2", *sets, "--kaggle", "blend try"]) == 0
+    assert cli.main([*sets, "submit", "--kaggle", "again"]) == 0
+    blended = out / "blend" / "submission.csv"
+    assert [c[4] for c in calls(log)[1:]] == [str(blended)] * 2
+    found = runs_table.runs(runs_table.read(runs_table.log_path(out)))
+    assert [u["message"] for u in found[2]["uploads"]] == ["blend try", "again"]
+    assert "a blend of runs 1, 2" in capsys.readouterr().out

@@ -64,7 +64,8 @@ NOT_CACHED = "run 1 cannot be restored: its model is no longer in the run cache"
      "{log}, run 1, params: predict.batch_size must be an integer, found 'many' (str)"),
     ({"train.lr": int("9" * 400)}, "{log}, run 1, params: train.lr must be a finite number"),
     ({"params_file": "/dev/zero"}, NOT_CACHED),
-    ({"params": ["not", "a", "mapping"], "changed": "nor this"}, NOT_CACHED),
+    # Not a run's line at all: the log holds no run 1.
+    ({"params": ["not", "a", "mapping"], "changed": "nor this"}, "restore: no run 1 in {log}"),
 ])
 def test_restore_checks_a_logged_runs_params(tmp_path, entry, want):
     out = tmp_path / "out"

@@ -61,8 +61,12 @@ def test_the_log_holds_one_record_per_train_run(pipeline, tiny_csvs):
     pipeline("train.epochs=1")
     pipeline("train.epochs=2")
     runs = logged(pipeline.outputs)
-    assert [r["run"] for r in runs] == [1, 2] and len(pipeline.trained) == 2
-    assert [r["params"]["train.epochs"] for r in runs] == [1, 2]
+    # The new test.csv changed the submission: a run of its own, with the same model.
+    assert [r["run"] for r in runs] == [1, 2, 3] and len(pipeline.trained) == 2
+    assert [r["params"]["train.epochs"] for r in runs] == [1, 1, 2]
+    assert runs[1]["model"] == runs[0]["model"] and runs[1]["key"] == runs[0]["key"]
+    assert runs[1]["submission"] != runs[0]["submission"]
+    runs = [runs[0], runs[2]]
     first = runs[0]
     assert first["params_file"] == "params.yaml" and first["restored"] is False
     assert first["members"] == 1 and first["epochs"] == 1 and first["train_seconds"] > 0
@@ -367,3 +371,187 @@ def test_a_file_of_changes_is_logged_by_name_with_what_the_command_line_changed(
     assert back.stdout.splitlines()[-1].endswith(
         f"--params {mine} --set data.train={tiny_csvs[0]} --set data.test={tiny_csvs[1]} "
         f"--set outputs={out} --set train.hidden=8 --set train.epochs=1`")
+
+
+# --- credit: each command line that changes an output is one run ---
+
+def test_a_predict_change_is_a_run_of_its_own(pipeline):
+    pipeline("train.epochs=1")
+    first = logged(pipeline.outputs)[0]
+    assert pipeline("train.epochs=1", "predict.tta_shift=1") == ["predict", "submit"]
+    runs = logged(pipeline.outputs)
+    assert len(runs) == 2 and len(pipeline.trained) == 1
+    plain, shifted = runs
+    # The earlier run keeps its own figure and submission.
+    assert plain["val_accuracy"] == first["val_accuracy"]
+    assert plain["submission"] == first["submission"]
+    assert shifted["params"]["predict.tta_shift"] == 1 and shifted["model"] == plain["model"]
+    assert shifted["submission"] == artifacts.file_hash(pipeline.outputs / "submission.csv")
+    assert shifted["key"] == plain["key"] and shifted["restored"] is False
+    rows = runs_table.rows(runs)
+    assert [r["predict.tta_shift"] for r in rows] == [0.0, 1]
+    # Going back is one more run, credited to itself.
+    assert pipeline("train.epochs=1") == ["predict", "submit"]
+    runs = logged(pipeline.outputs)
+    assert len(runs) == 3 and runs[2]["submission"] == first["submission"]
+    assert runs[1]["submission"] != runs[2]["submission"] or \
+        runs[1]["val_accuracy_ci95"] is not None
+
+
+def test_ties_share_the_star_whether_the_figure_was_rounded_or_not():
+    # train logs the full float; predict overwrites it with one rounded to 6 digits.
+    found = [{"run": 1, "params": {}, "val_accuracy": 0.9830952380952381},
+             {"run": 2, "params": {}, "val_accuracy": 0.983095, "submission": "ab"},
+             {"run": 3, "params": {}, "val_accuracy": 0.983095, "submission": "cd"},
+             {"run": 4, "params": {}, "val_accuracy": 0.98}]
+    assert [r["best"] for r in runs_table.rows(found)] == [True, True, True, False]
+
+
+def test_cross_validation_is_in_the_table_and_the_closing_lines(tmp_path, tiny_csvs, capsys):
+    out = tmp_path / "out"
+    args = [f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
+            f"--set=outputs={out}", "--set=train.hidden=8", "--set=train.epochs=1"]
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    assert cli.main([*args, "--set=train.cv_folds=2", "--set=train.members=2", "train"]) == 0
+    said = capsys.readouterr().out
+    model = json.loads((out / "train" / "metrics.json").read_text())
+    cv = model["cv"]
+    assert cv["networks"] == 1
+    # The closing lines give this run's figures, not the previous run's metrics.json.
+    assert f"validation accuracy: {100 * model['val_accuracy']:.2f}% (the model's" in said
+    assert f"cross-validation: {100 * cv['mean']:.2f}% +- {100 * cv['std']:.2f} (2 folds" in said
+    # The log line says plainly what was scored.
+    assert "2-fold cross-validation of one network, not the ensemble of 2" in said
+    rows = runs_table.load_table(out)
+    assert rows[0]["cv"] is None
+    assert rows[1]["cv"] == f"{100 * cv['mean']:.2f}% +-{100 * cv['std']:.2f} (1 network)"
+    assert "cv (mean +-sd)" in runs_table.format_table(rows).splitlines()[0]
+
+
+def test_restore_refuses_a_cache_entry_another_model_replaced(tmp_path, tiny_csvs, capsys):
+    out = tmp_path / "out"
+    args = [f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
+            f"--set=outputs={out}", "--set=train.hidden=8", "--quiet"]
+    assert cli.main([*args, "--set=train.epochs=1"]) == 0
+    assert cli.main([*args, "--set=train.epochs=2"]) == 0
+    first, second = logged(out)
+    # As a `train --force` retrain at another thread count would: run 1's key now
+    # holds another model (here run 2's, which is in place).
+    outs = {Path(name).stem: out / "train" / name for name in TRAIN_OUTS}
+    cache.store(out, "train", first["key"], outs, 500)
+    kept = {p: p.read_bytes() for p in [*outs.values(), out / "submission.csv"]}
+    capsys.readouterr()
+    assert cli.main(["restore", "1", *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: run 1 cannot be restored: its run cache entry now holds "
+                          f"another model ({second['model'][:12]}, not {first['model'][:12]}")
+    assert "retrain it with `" in err and err.count("\n") == 1
+    assert {p: p.read_bytes() for p in kept} == kept            # nothing was swapped in
+    # Restoring run 2, whose model is in place, still works and checks it.
+    assert cli.main(["restore", "2", *args]) == 0
+
+
+def test_the_table_fits_120_characters_unless_wide():
+    # params-best.yaml's runs beside params.yaml's: many params differ, and members twice.
+    best = {"train.epochs": 160, "train.l2": 1e-5, "train.augment_shift": 1.5,
+            "train.augment_scale": 0.08, "train.augment_shear": 8.0,
+            "train.elastic_alpha": 20.0, "train.members": 5, "train.keep_best": True,
+            "train.lr_schedule": "cosine", "predict.tta_shift": 1.0}
+    plain = {"train.epochs": 15, "train.l2": 0.0, "train.augment_shift": 0.0,
+             "train.augment_scale": 0.0, "train.augment_shear": 0.0,
+             "train.elastic_alpha": 0.0, "train.members": 1, "train.keep_best": False,
+             "train.lr_schedule": "step", "predict.tta_shift": 0.0}
+    found = [{"run": n, "time": "2026-12-08T01:30:00+00:00", "params": params,
+              "params_file": name, "val_accuracy": acc, "members": params["train.members"],
+              "epochs": params["train.epochs"], "train_seconds": 9.5 * n, "restored": n == 3,
+              "val_accuracy_ci95": {"low": acc - 0.004, "high": acc + 0.004},
+              "submission": f"{n}" * 64, "changed": {"train.epochs": 2} if n == 3 else {}}
+             for n, (params, name, acc) in enumerate([(plain, "params.yaml", 0.9836),
+                                                      (best, "params-best.yaml", 0.9951),
+                                                      (plain, "params.yaml", 0.9836)], 1)]
+    rows = runs_table.rows(found)
+    narrow = runs_table.format_table(rows)
+    assert max(len(line) for line in narrow.splitlines()) <= 120, narrow
+    header = narrow.splitlines()[0]
+    assert header.startswith("run  time") and "val accuracy" in header and "submission" in header
+    # params-best.yaml's params are named by its column; the one --set changed is shown.
+    assert "params file" in header and "train.epochs" in header and "train.l2" not in header
+    assert "the params their params file gives" in narrow
+    assert "`python run.py runs --wide` shows every column" in narrow.splitlines()[-1]
+    wide = runs_table.format_table(rows, None)
+    assert max(len(line) for line in wide.splitlines()) > 120
+    assert all(k in wide.splitlines()[0] for k in best)
+
+
+def test_status_names_the_data_and_a_step_the_cache_would_restore(tmp_path, tiny_csvs):
+    out = tmp_path / "out"
+    args = [f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
+            f"--set=outputs={out}", "--set=train.hidden=8"]
+    for epochs in (1, 2):
+        assert run_cli(*args, f"--set=train.epochs={epochs}").returncode == 0
+    said = run_cli("status", *args, "--set=train.epochs=1").stdout.splitlines()
+    assert said[0] == f"data: {tiny_csvs[0]} and {tiny_csvs[1]} (outputs in {out})"
+    train = next(line for line in said if line.startswith("train "))
+    assert "stale: param train.epochs changed (2 -> 1)" in train
+    assert train.endswith("(its result is in the run cache: restored, not run again)")
+    fresh = run_cli("status", *args, "--set=train.epochs=3").stdout
+    assert "run cache" not in fresh
+    demo = run_cli("status", f"--set=data.train={tmp_path}/absent.csv",
+                   f"--set=data.test={tmp_path}/absent.csv", f"--set=outputs={out}").stdout
+    assert demo.splitlines()[0].startswith("data: the bundled sample in ")
+    assert f"outputs in {out / 'sample'}" in demo.splitlines()[0]
+
+
+def test_a_note_on_a_run_is_shown_in_the_table(tmp_path, tiny_csvs, capsys):
+    out = tmp_path / "out"
+    args = [f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
+            f"--set=outputs={out}", "--set=train.hidden=8", "--set=train.epochs=1"]
+    assert cli.main([*args, "--quiet"]) == 0
+    assert cli.main(["note", "1", "public LB 0.99321", *args]) == 0
+    assert capsys.readouterr().out.endswith("note on run 1: public LB 0.99321\n")
+    rows = runs_table.load_table(out)
+    assert rows[0]["note"] == "public LB 0.99321"
+    assert "public LB 0.99321" in runs_table.format_table(rows).splitlines()[1]
+    assert cli.main(["note", "2", "x", *args]) == 1
+    assert "note: no run 2 in " in capsys.readouterr().err
+    assert cli.main(["note", "1", *args]) == 1
+
+
+def test_blend_averages_runs_from_the_cache_into_a_run_of_its_own(tmp_path, tiny_csvs, capsys):
+    out = tmp_path / "out"
+    args = [f"--set=data.train={tiny_csvs[0]}", f"--set=data.test={tiny_csvs[1]}",
+            f"--set=outputs={out}", "--set=train.hidden=8", "--quiet"]
+    submissions = []
+    for epochs in (1, 2, 1):                                # run 3: run 1 restored
+        assert cli.main([*args, f"--set=train.epochs={epochs}"]) == 0
+        submissions.append((out / "submission.csv").read_bytes())
+    # The same model twice: the blend is that model's submission and figure.
+    assert cli.main(["blend", "1", "3", *args]) == 0
+    same = out / "blend" / "submission.csv"
+    assert same.read_bytes() == submissions[0]
+    assert cli.main(["blend", "1", "2", *args]) == 0        # run 1's model from the cache
+    runs = logged(out)
+    assert [r["run"] for r in runs] == [1, 2, 3, 4, 5]
+    assert runs[4]["event"] == "blend" and runs[4]["runs"] == [1, 2]
+    assert runs[3]["val_accuracy"] == runs[0]["val_accuracy"]
+    assert runs[4]["submission"] == artifacts.file_hash(same)
+    assert (out / "submission.csv").read_bytes() == submissions[2]   # left alone
+    rows = runs_table.rows(runs)
+    assert [r["blend"] for r in rows] == [None, None, None, "1+3", "1+2"]
+    assert "train.epochs" in rows[0] and rows[4]["train.epochs"] is None
+    assert runs_table.format_table(rows).splitlines()[0].split()[:3] == ["run", "time", "blend"]
+    capsys.readouterr()
+    # Other validation rows are refused, in one line.
+    assert cli.main([*args, "--set=train.epochs=1", "--set=preprocess.val_fraction=0.2"]) == 0
+    assert cli.main(["blend", "1", "6", *args]) == 1
+    assert capsys.readouterr().err == ("error: blend: runs 1 and 6 have different validation "
+                                       "rows (other data, seed or preprocess.val_fraction), so "
+                                       "their probabilities cannot be averaged row by row\n")
+    assert cli.main(["blend", "1", "2", *args]) == 1
+    assert "the validation rows in the outputs folder are not those of run 1: run `python " \
+        "run.py restore 1` first" in capsys.readouterr().err
+    for words in (["blend", "1"], ["blend", "1", "1"], ["blend", "1", "9"], ["blend", "4", "1"]):
+        assert cli.main([*words, *args]) == 1
+    assert cli.main(["restore", "4", *args]) == 1
+    assert "run 4 is a blend of runs 1, 3" in capsys.readouterr().err

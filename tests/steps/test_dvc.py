@@ -52,7 +52,7 @@ def sh(*args: str, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
 def runner_status(repo: Path) -> dict[str, str]:
     """`python run.py status` of the copy, as {step: what it says}."""
     lines = sh(sys.executable, "run.py", "status", cwd=repo).stdout.splitlines()
-    return dict(line.split(None, 1) for line in lines)
+    return dict(line.split(None, 1) for line in lines if not line.startswith("data:"))
 
 
 def agree(repo: Path) -> None:
