@@ -272,8 +272,10 @@ def dispatch(args: argparse.Namespace) -> int:
             raise PipelineError(f"--{flag} is for `python run.py runs --{flag}`")
     if command in COMMANDS and not COMMANDS[command].writes(args.targets[1:]):
         return COMMANDS[command].run(args, params, sample)
-    runner.claim_outputs(Path(outputs))     # ours, or refused before a file is made there
-    with lock.held(outputs):                # one run at a time writes an outputs folder
+    # The folder written (<outputs>/sample for a run on the sample): ours, or refused
+    # before a file is made there; then one run at a time writes it.
+    runner.claim_outputs(Path(params["outputs"]))
+    with lock.held(params["outputs"]):
         if command in COMMANDS:
             return COMMANDS[command].run(args, params, sample)
         return run_stages(args, params, journal, sample, outputs)
