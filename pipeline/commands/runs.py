@@ -39,18 +39,26 @@ def print_runs(params: dict, as_csv: bool, wide: bool = False) -> None:
         sys.stdout.write(runs_table.format_table(rows, None if wide else runs_table.WIDTH))
 
 
+def logged_run(params: dict, command: str, number: int) -> dict:
+    """Run `number` (from 1) of the outputs folder's runs log; a PipelineError that
+    says which runs there are, for `command`, when there is no such run."""
+    path = runs_table.log_path(params["outputs"])
+    found = runs_table.runs(runs_table.read(path))
+    if not 1 <= number <= len(found):
+        have = f"runs 1-{len(found)}" if found else "no runs yet"
+        raise PipelineError(f"{command}: no run {number} in {path} ({have}; `python run.py "
+                            "runs` lists them)")
+    return found[number - 1]
+
+
 def note(params: dict, words: list[str]) -> None:
     """`note N TEXT`: add a note to run N (a leaderboard score, a thought), shown in
     the table's note column."""
     if len(words) < 2 or not words[0].isdigit() or not " ".join(words[1:]).strip():
         raise PipelineError('note: expected a run number and a text, such as `python run.py '
                             'note 3 "public LB 0.99321"`')
-    number, path = int(words[0]), runs_table.log_path(params["outputs"])
-    found = runs_table.runs(runs_table.read(path))
-    if not 1 <= number <= len(found):
-        have = f"runs 1-{len(found)}" if found else "no runs yet"
-        raise PipelineError(f"note: no run {number} in {path} ({have}; `python run.py runs` "
-                            "lists them)")
+    number = int(words[0])
+    logged_run(params, "note", number)                  # there is such a run
     text = " ".join(words[1:]).strip()
     journal.log_note(params["outputs"], number, text)
     print(f"note on run {number}: {text}")
@@ -132,12 +140,7 @@ def restore(args: argparse.Namespace, params: dict, sample: bool) -> None:
         raise PipelineError("restore: expected one run number, such as `python run.py "
                             "restore 3` (`python run.py runs` lists them)")
     number, path = int(words[0]), runs_table.log_path(params["outputs"])
-    found = runs_table.runs(runs_table.read(path))
-    if not 1 <= number <= len(found):
-        have = f"runs 1-{len(found)}" if found else "no runs yet"
-        raise PipelineError(f"restore: no run {number} in {path} ({have}; `python run.py "
-                            "runs` lists them)")
-    run = found[number - 1]
+    run = logged_run(params, "restore", number)
     if run.get("event") == "blend":
         raise PipelineError(f"restore: run {number} is a blend of runs "
                             f"{', '.join(map(str, run.get('runs', [])))}: `python run.py blend "
