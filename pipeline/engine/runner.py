@@ -218,6 +218,50 @@ class Runner:
         key = cache.key(self.fingerprint(step, {n: self._state(p) for n, p in deps.items()}))
         return cache.entry_path(self.params["outputs"], step.name, key).is_dir()
 
+    def _check_input(self, path: Path) -> None:
+        """Raise PipelineError, saying what to run or where to put it, when an input
+        file is missing or a directory."""
+        producer = producers(self.params).get(path)
+        if path.is_dir():
+            raise PipelineError(f"{path}: expected a file, found a directory")
+        if not path.exists() and producer:
+            raise PipelineError(f"{path} is missing: run `python run.py {producer.stage}` first")
+        if not path.exists():                       # a data file
+            where = "" if path.is_absolute() else f", relative to {Path.cwd()}"
+            raise PipelineError(
+                f"{path}: file not found (expected a CSV file there{where}; README.md, "
+                "Getting the data, says where to get the competition's files)")
+
+    def _record(self, step: Step, outs: dict[str, Path], dep_states: dict,
+                restored: bool) -> None:
+        """Once a step's outputs are in place: store them in the run cache (unless
+        restored from it), write its record, delete its scratch files, tell the
+        journal."""
+        # The code that ran is the code loaded at start; an edit since then leaves the
+        # record behind the disk, so the next run reruns the step.
+        edited = [m for m in step.code if _source(m) != sources.LOADED[m]]
+        if edited:
+            log.warning("%s: %s changed while this run was going; %s ran the code as "
+                        "it was loaded and will rerun on the next run", step.name,
+                        ", ".join(edited), step.name)
+        record = {**self.fingerprint(step, dep_states),
+                  "outs": {name: self._state(path) for name, path in outs.items()
+                           if name not in step.volatile}}
+        if step.name in cache.STEPS and not restored:
+            try:
+                cache.store(self.params["outputs"], step.name, cache.key(record), outs,
+                            self.params["cache.max_mb"])
+            except OSError as exc:          # a full disk: the run itself went well
+                log.warning("cache: %s's entry not stored (%s); the run goes on without "
+                            "it", step.name, exc.strerror or exc)
+        artifacts.write_json(record_path(self.params, step), record)
+        self.records[step.name] = record
+        for path in step.scratch(self.params):     # not before: a kill would lose it
+            path.unlink(missing_ok=True)
+        if self.journal is not None:
+            self.journal.step_done(self.params, step.name, record, self.records, restored,
+                                   outs)
+
     def run_steps(self, steps: list[Step], forced: tuple[str, ...] = (),
                   retrain: bool = True) -> None:
         """Run steps that read nothing of each other's; their outputs are renamed
@@ -231,17 +275,7 @@ class Runner:
         for step in steps:
             deps, outs = step.deps(self.params), step.outs(self.params)
             for path in deps.values():
-                producer = producers(self.params).get(path)
-                if path.is_dir():
-                    raise PipelineError(f"{path}: expected a file, found a directory")
-                if not path.exists() and producer:
-                    raise PipelineError(
-                        f"{path} is missing: run `python run.py {producer.stage}` first")
-                if not path.exists():                       # a data file
-                    where = "" if path.is_absolute() else f", relative to {Path.cwd()}"
-                    raise PipelineError(
-                        f"{path}: file not found (expected a CSV file there{where}; README.md, "
-                        "Getting the data, says where to get the competition's files)")
+                self._check_input(path)
             for folder in {p.parent for p in outs.values()}:
                 artifacts.remove_temporaries(folder)
             dep_states = {name: self._state(path) for name, path in deps.items()}
@@ -259,30 +293,7 @@ class Runner:
                 else:
                     step.run(self.params, deps, outs)
         for step, _, outs, dep_states in started:
-            # The code that ran is the code loaded at start; an edit since then leaves
-            # the record behind the disk, so the next run reruns the step.
-            edited = [m for m in step.code if _source(m) != sources.LOADED[m]]
-            if edited:
-                log.warning("%s: %s changed while this run was going; %s ran the code as "
-                            "it was loaded and will rerun on the next run", step.name,
-                            ", ".join(edited), step.name)
-            record = {**self.fingerprint(step, dep_states),
-                      "outs": {name: self._state(path) for name, path in outs.items()
-                               if name not in step.volatile}}
-            if step.name in cache.STEPS and step.name not in restored:
-                try:
-                    cache.store(outputs, step.name, cache.key(record), outs,
-                                self.params["cache.max_mb"])
-                except OSError as exc:          # a full disk: the run itself went well
-                    log.warning("cache: %s's entry not stored (%s); the run goes on without "
-                                "it", step.name, exc.strerror or exc)
-            artifacts.write_json(record_path(self.params, step), record)
-            self.records[step.name] = record
-            for path in step.scratch(self.params):     # not before: a kill would lose it
-                path.unlink(missing_ok=True)
-            if self.journal is not None:
-                self.journal.step_done(self.params, step.name, record, self.records,
-                                       step.name in restored, outs)
+            self._record(step, outs, dep_states, step.name in restored)
         named = {e["path"] for r in self.records.values() if r
                  for e in [*r.get("deps", {}).values(), *r.get("outs", {}).values()]}
         artifacts.write_json(states_path(self.params),
