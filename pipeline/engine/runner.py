@@ -175,28 +175,26 @@ class Runner:
             if old != self.params[key]:
                 reasons.append(f"param {key} changed ({old} -> {self.params[key]})")
         for name, path in step.deps(self.params).items():
-            old = record.get("deps", {}).get(name)
-            if not path.exists():
-                reasons.append(f"input {path} is missing")
-            elif path.is_dir():
-                reasons.append(f"input {path} is a directory")
-            elif not path.is_file():               # a FIFO or a device: never read
-                reasons.append(f"input {path} is not a regular file")
-            elif old is None or self._state(path)["hash"] != old["hash"]:
-                reasons.append(f"input {path} changed")
+            reasons += self._file_changed(path, record.get("deps", {}).get(name),
+                                          "input", "changed")
         for name, path in step.outs(self.params).items():
-            if name in step.volatile:
-                continue
-            old = record.get("outs", {}).get(name)
-            if not path.exists():
-                reasons.append(f"output {path} is missing")
-            elif path.is_dir():
-                reasons.append(f"output {path} is a directory")
-            elif not path.is_file():               # a FIFO or a device: never read
-                reasons.append(f"output {path} is not a regular file")
-            elif old is None or self._state(path)["hash"] != old["hash"]:
-                reasons.append(f"output {path} was modified")
+            if name not in step.volatile:
+                reasons += self._file_changed(path, record.get("outs", {}).get(name),
+                                              "output", "was modified")
         return Status("stale", reasons) if reasons else Status("up to date")
+
+    def _file_changed(self, path: Path, old: dict | None, what: str, changed: str) -> list[str]:
+        """Why the `what` ("input", "output") at `path` differs from its record entry
+        `old`: [] when it does not."""
+        if not path.exists():
+            return [f"{what} {path} is missing"]
+        if path.is_dir():
+            return [f"{what} {path} is a directory"]
+        if not path.is_file():                     # a FIFO or a device: never read
+            return [f"{what} {path} is not a regular file"]
+        if old is None or self._state(path)["hash"] != old["hash"]:
+            return [f"{what} {path} {changed}"]
+        return []
 
     def fingerprint(self, step: Step, dep_states: dict) -> dict:
         """The record the step would get, but for its outputs: format, params, the code
