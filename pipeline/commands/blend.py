@@ -96,7 +96,7 @@ def blend(params: dict, words: list[str]) -> Path:
     """Average the test and validation probabilities of the runs named in `words`,
     each with its own predict settings; write <outputs>/blend/submission.csv and
     metrics.json, and log the blend as a run. Returns the submission's path."""
-    found = runs_table.runs(runs_table.read(runs_table.log_path(params["outputs"])))
+    found = runs_table.logged_runs(params["outputs"])
     chosen = [found[n - 1] for n in _numbers(words, len(found))]
     paths = {n: graph.artifact(params, "preprocess", f"{n}.npy")
              for n in ("val_x", "val_y", "test_x")}

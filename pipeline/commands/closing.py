@@ -117,7 +117,7 @@ def upload(params: dict, message: str, path: Path | None = None) -> None:
     under that run."""
     path = path or graph.submission_path(params)
     digest = artifacts.file_hash(path) if path.exists() else None
-    found = runs_table.runs(runs_table.read(runs_table.log_path(params["outputs"])))
+    found = runs_table.logged_runs(params["outputs"])
     made = [r for r in found if digest and r.get("submission") == digest]
     if made:
         log.info("uploading run %d's submission (%s): %s", made[-1]["run"],

@@ -43,7 +43,7 @@ def logged_run(params: dict, command: str, number: int) -> dict:
     """Run `number` (from 1) of the outputs folder's runs log; a PipelineError that
     says which runs there are, for `command`, when there is no such run."""
     path = runs_table.log_path(params["outputs"])
-    found = runs_table.runs(runs_table.read(path))
+    found = runs_table.logged_runs(params["outputs"])
     if not 1 <= number <= len(found):
         have = f"runs 1-{len(found)}" if found else "no runs yet"
         raise PipelineError(f"{command}: no run {number} in {path} ({have}; `python run.py "
@@ -195,7 +195,7 @@ def upload_last_run(args: argparse.Namespace, params: dict, sample: bool) -> boo
     upload the sample's submission)."""
     if sample:
         return False
-    found = runs_table.runs(runs_table.read(runs_table.log_path(params["outputs"])))
+    found = runs_table.logged_runs(params["outputs"])
     if not found:
         return False
     run = found[-1]

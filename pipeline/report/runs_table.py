@@ -171,9 +171,14 @@ def rows(found: list[dict]) -> list[dict[str, Any]]:
     return [{c: row[c] for c in shown} for row in rows]
 
 
+def logged_runs(outputs: str | Path) -> list[dict]:
+    """`runs` of the outputs folder's log, numbered from 1."""
+    return runs(read(log_path(outputs)))
+
+
 def load_table(outputs: str | Path) -> list[dict[str, Any]]:
     """`rows` of the outputs folder's log: what `python run.py runs` shows."""
-    return rows(runs(read(log_path(outputs))))
+    return rows(logged_runs(outputs))
 
 
 def _cell(column: str, row: dict) -> str:
